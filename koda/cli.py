@@ -1,0 +1,181 @@
+"""The `koda` command. Imports stay inside each command so `koda service X` starts lean."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _settings(args: argparse.Namespace):  # noqa: ANN202 - avoids importing pydantic for --help
+    from koda.shared.settings import KodaSettings
+
+    overrides = {}
+    if getattr(args, "home", None):
+        overrides["home"] = Path(args.home)
+    return KodaSettings(**overrides)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from koda.shared.home import init_home
+
+    settings = _settings(args)
+    report = init_home(settings)
+    home = settings.expanded_home()
+    print(f"agent home: {home}")
+    for label, items in (("created", report.created), ("updated", report.updated),
+                         ("kept (you changed them)", report.kept_user_changes)):
+        if items:
+            print(f"  {label}: {', '.join(items)}")
+    if not (report.created or report.updated or report.kept_user_changes):
+        print("  up to date")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from koda.shared.doctor import check_home, problems_as_json
+    from koda.shared.home import HomeLayout
+
+    settings = _settings(args)
+    problems = check_home(HomeLayout(settings.expanded_home()))
+    if args.json:
+        print(problems_as_json(problems))
+    else:
+        for problem in problems:
+            print(problem)
+        if not problems:
+            print(f"{settings.expanded_home()}: ok")
+    return 1 if problems else 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from koda.shared.settings import SOURCE_DIR
+    from koda.shared.tasks import json_schema
+
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    target = SOURCE_DIR / "volumes" / "koda" / "tasks.schema.json"
+    if args.write:
+        target.write_text(text)
+        print(f"wrote {target}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from koda import stack
+    from koda.shared.health import heartbeat_ages_sync
+    from koda.shared.home import init_home
+
+    settings = _settings(args)
+    init_home(settings)
+    if stack.is_running(settings):
+        print(f"a stack is already running from {settings.expanded_state()}; "
+              "see `koda status`, or stop it with `koda down`", file=sys.stderr)
+        return 1
+    conf = stack.write_configs(settings, Path.cwd())
+    supervisord = str(Path(sys.executable).parent / "supervisord")
+    if not Path(supervisord).exists():
+        supervisord = shutil.which("supervisord") or "supervisord"
+    print(f"koda: home {settings.expanded_home()}, state {settings.expanded_state()}, "
+          f"logs in {settings.log_dir()}", flush=True)
+    if not args.detach:
+        # supervisord takes over this process: Ctrl-C reaches it and it stops every service.
+        os.execv(supervisord, [supervisord, "-n", "-c", str(conf)])
+    subprocess.run([supervisord, "-c", str(conf)], check=True)
+    healthy = stack.wait_healthy(settings, lambda: heartbeat_ages_sync(settings, 1.0), args.wait)
+    rows = stack.collect_status(settings, heartbeat_ages_sync(settings))
+    print(stack.format_status(rows))
+    if not healthy:
+        print(f"not every service heartbeated within {args.wait:.0f}s; see {settings.log_dir()}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from koda import stack
+
+    settings = _settings(args)
+    if not stack.is_running(settings):
+        print("no stack is running")
+        return 0
+    pidfile = settings.expanded_state() / "supervisord.pid"
+    pid = int(pidfile.read_text().strip()) if pidfile.exists() else None
+    stack.supervisor_rpc(settings).supervisor.shutdown()
+    deadline = time.monotonic() + settings.drain_timeout + 20
+    while pid and time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    print("stopped")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from koda import stack
+    from koda.shared.health import heartbeat_ages_sync
+
+    settings = _settings(args)
+    rows = stack.collect_status(settings, heartbeat_ages_sync(settings))
+    print(stack.status_json(rows) if args.json else stack.format_status(rows))
+    return 0 if all(r.state == "RUNNING" for r in rows) else 1
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from koda.shared.health import heartbeat_ages_sync
+
+    settings = _settings(args)
+    age = heartbeat_ages_sync(settings).get(args.service)
+    if age is None or age > settings.heartbeat_ttl:
+        print(f"{args.service}: no fresh heartbeat", file=sys.stderr)
+        return 1
+    print(f"{args.service}: heartbeat {age:.1f}s ago")
+    return 0
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    from koda.services import run
+
+    run(args.name)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="koda", description="Run a Claude Code agent as a service.")
+    parser.add_argument("--home", help="agent home (default: $KODA_HOME or ~/.koda)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("init", help="create or update the agent home from the template")
+    p = sub.add_parser("doctor", help="check the agent home; non-zero exit on any problem")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("up", help="start NATS and every service under supervisord")
+    p.add_argument("-d", "--detach", action="store_true", help="run in the background")
+    p.add_argument("--wait", type=float, default=30.0, help="with -d: seconds to wait for health")
+    sub.add_parser("down", help="stop a stack started with `up -d`")
+    p = sub.add_parser("status", help="state, pid, uptime, restarts and heartbeat of each service")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("health", help="exit 0 if SERVICE has a fresh heartbeat")
+    p.add_argument("service")
+    p = sub.add_parser("service", help="run one service in the foreground")
+    p.add_argument("name")
+    p = sub.add_parser("schema", help="print (or --write) the tasks.json JSON Schema")
+    p.add_argument("--write", action="store_true")
+    return parser
+
+
+COMMANDS = {
+    "init": cmd_init, "doctor": cmd_doctor, "up": cmd_up, "down": cmd_down,
+    "status": cmd_status, "health": cmd_health, "service": cmd_service, "schema": cmd_schema,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(COMMANDS[args.command](args))

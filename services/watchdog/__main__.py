@@ -1,0 +1,3 @@
+from koda.services import run
+
+run("watchdog")

@@ -1,0 +1,109 @@
+"""`koda doctor`: everything wrong with an agent home, one line per problem, file/line/field."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+from .configfile import load_config
+from .errors import ConfigError, ConfigProblem
+from .home import LEARNINGS_CAP, HomeLayout
+from .jsonpos import value_lines
+from .scripts import McpServersFile, ScriptManifest
+from .secrets import read_env_file
+from .tasks import TasksFile, load_tasks
+
+CLAUDE_CREDENTIALS = ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN")
+
+
+def _line_of(path: Path, *keys: str | int) -> int | None:
+    try:
+        return value_lines(path.read_text(encoding="utf-8")).get(tuple(keys))
+    except (OSError, ValueError):
+        return None
+
+
+def check_tasks(layout: HomeLayout) -> tuple[TasksFile | None, list[ConfigProblem]]:
+    """Validate tasks.json, then what it refers to: skills and scripts in this home."""
+    try:
+        tasks = load_tasks(layout.tasks)
+    except ConfigError as exc:
+        return None, exc.problems
+    problems: list[ConfigProblem] = []
+    manifest = _load_manifest(layout, problems)
+    for i, task in enumerate(tasks.tasks):
+        if task.skill and not layout.skill(task.skill).is_file():
+            problems.append(ConfigProblem(
+                layout.tasks, _line_of(layout.tasks, "tasks", i, "skill"), f"tasks[{i}].skill",
+                f"skill {task.skill!r} not found at skills/{task.skill}.md"))
+        for j, step in enumerate(task.steps or []):
+            if step.skill and not layout.skill(step.skill).is_file():
+                problems.append(ConfigProblem(
+                    layout.tasks, _line_of(layout.tasks, "tasks", i, "steps", j, "skill"),
+                    f"tasks[{i}].steps[{j}].skill",
+                    f"skill {step.skill!r} not found at skills/{step.skill}.md"))
+        if task.script and (manifest is None or manifest.get(task.script) is None):
+            known = ", ".join(s.name for s in manifest.scripts) if manifest else "none"
+            problems.append(ConfigProblem(
+                layout.tasks, _line_of(layout.tasks, "tasks", i, "script"), f"tasks[{i}].script",
+                f"script {task.script!r} is not in scripts/manifest.json (known: {known})"))
+    return tasks, problems
+
+
+def _load_manifest(layout: HomeLayout, problems: list[ConfigProblem]) -> ScriptManifest | None:
+    if not layout.scripts_manifest.exists():
+        return None
+    try:
+        manifest = load_config(layout.scripts_manifest, ScriptManifest)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        return None
+    for i, spec in enumerate(manifest.scripts):
+        exe = layout.scripts / spec.command[-1]
+        if "/" not in spec.command[0] and len(spec.command) > 1 and not exe.exists():
+            problems.append(ConfigProblem(
+                layout.scripts_manifest, _line_of(layout.scripts_manifest, "scripts", i, "command"),
+                f"scripts[{i}].command", f"{spec.command[-1]} not found in scripts/"))
+    return manifest
+
+
+def check_home(layout: HomeLayout, environ: dict[str, str] | None = None) -> list[ConfigProblem]:
+    """Every problem with the home; empty when it is ready to run."""
+    environ = dict(os.environ) if environ is None else environ
+    problems: list[ConfigProblem] = []
+    if not layout.root.is_dir():
+        return [ConfigProblem(layout.root, None, "(home)", "does not exist; run `koda init`")]
+    if not layout.soul.is_file() or not layout.soul.read_text(encoding="utf-8").strip():
+        problems.append(ConfigProblem(layout.soul, None, "(file)",
+                                      "missing or empty: the agent has no identity or rules"))
+    problems += check_tasks(layout)[1]
+    if layout.mcp_servers.exists():
+        try:
+            load_config(layout.mcp_servers, McpServersFile)
+        except ConfigError as exc:
+            problems += exc.problems
+    if layout.learnings.exists():
+        count = len(layout.learnings.read_text(encoding="utf-8").splitlines())
+        if count > LEARNINGS_CAP:
+            problems.append(ConfigProblem(
+                layout.learnings, LEARNINGS_CAP + 1, "(length)",
+                f"{count} lines, over the cap of {LEARNINGS_CAP}: run the consolidate-learnings skill"))
+    env_values: dict[str, str] = {}
+    if layout.env.exists():
+        mode = stat.S_IMODE(layout.env.stat().st_mode)
+        if mode & 0o077:
+            problems.append(ConfigProblem(layout.env, None, "(mode)",
+                                          f"mode is {mode:04o}; run `chmod 600 {layout.env}`"))
+        env_values = read_env_file(layout.env)
+    if not any(environ.get(k) or env_values.get(k) for k in CLAUDE_CREDENTIALS):
+        problems.append(ConfigProblem(
+            layout.env, None, " or ".join(CLAUDE_CREDENTIALS),
+            "no Claude credential in the environment or .env (an API key or `claude setup-token`)"))
+    return problems
+
+
+def problems_as_json(problems: list[ConfigProblem]) -> str:
+    return json.dumps([{"file": str(p.file), "line": p.line, "field": p.field, "message": p.message}
+                       for p in problems], indent=1)

@@ -1,0 +1,164 @@
+"""The agent home: its layout, and `koda init`, which creates it from the template.
+
+`init_home` is idempotent and never overwrites a file the user changed: it records the hash of
+every file it installs in `.koda-init.json`, updates a file only while it still has the hash it
+was installed with, and leaves edited files alone (reporting them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .settings import KodaSettings
+
+MANIFEST = ".koda-init.json"
+DATA_DIRS = ("drafts", "daily-logs", "analytics", "cookies", "runs")
+LEARNINGS_CAP = 100
+
+
+@dataclass(frozen=True)
+class HomeLayout:
+    """Where things live in an agent home."""
+
+    root: Path
+
+    @property
+    def soul(self) -> Path:
+        return self.root / "soul.md"
+
+    @property
+    def user(self) -> Path:
+        return self.root / "user.md"
+
+    @property
+    def goals(self) -> Path:
+        return self.root / "goals.md"
+
+    @property
+    def learnings(self) -> Path:
+        return self.root / "learnings.md"
+
+    @property
+    def tasks(self) -> Path:
+        return self.root / "tasks.json"
+
+    @property
+    def mcp_servers(self) -> Path:
+        return self.root / "mcp-servers.json"
+
+    @property
+    def env(self) -> Path:
+        return self.root / ".env"
+
+    @property
+    def skills(self) -> Path:
+        return self.root / "skills"
+
+    @property
+    def scripts(self) -> Path:
+        return self.root / "scripts"
+
+    @property
+    def scripts_manifest(self) -> Path:
+        return self.scripts / "manifest.json"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def drafts(self) -> Path:
+        return self.data / "drafts"
+
+    @property
+    def daily_logs(self) -> Path:
+        return self.data / "daily-logs"
+
+    @property
+    def cookies(self) -> Path:
+        return self.data / "cookies"
+
+    @property
+    def runs(self) -> Path:
+        return self.data / "runs"
+
+    def skill(self, name: str) -> Path:
+        return self.skills / f"{name}.md"
+
+
+@dataclass
+class InitReport:
+    """What `koda init` did, file by file (paths relative to the home)."""
+
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    kept_user_changes: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def template_files(settings: KodaSettings) -> dict[str, Path]:
+    """Relative home path -> source file, from volumes/koda/ and the built-in skills/."""
+    src = settings.source_dir
+    files: dict[str, Path] = {}
+    template = src / "volumes" / "koda"
+    for path in sorted(template.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            files[path.relative_to(template).as_posix()] = path
+    for path in sorted((src / "skills").glob("*.md")):
+        files[f"skills/{path.name}"] = path
+    if not files:
+        raise FileNotFoundError(f"no home template under {template}; is KODA_SOURCE_DIR right?")
+    return files
+
+
+def init_home(settings: KodaSettings) -> InitReport:
+    """Create or update the agent home from the template; see the module docstring."""
+    home = settings.expanded_home()
+    layout = HomeLayout(home)
+    home.mkdir(parents=True, exist_ok=True)
+    manifest_path = home / MANIFEST
+    try:
+        installed: dict[str, str] = json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        installed = {}
+    report = InitReport()
+    for rel, source in template_files(settings).items():
+        target = home / rel
+        new_hash = _sha(source)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+            report.created.append(rel)
+        else:
+            current = _sha(target)
+            if current == new_hash:
+                report.unchanged.append(rel)
+            elif installed.get(rel) == current:
+                shutil.copy2(source, target)  # untouched since we installed it: safe to update
+                report.updated.append(rel)
+            else:
+                report.kept_user_changes.append(rel)
+                continue  # keep recording the hash we installed, not the user's
+        installed[rel] = new_hash
+    for name in DATA_DIRS:
+        (layout.data / name).mkdir(parents=True, exist_ok=True)
+    layout.scripts.mkdir(exist_ok=True)
+    os.chmod(layout.cookies, 0o700)
+    if not layout.env.exists():
+        example = home / ".env.example"
+        layout.env.write_text(example.read_text() if example.exists() else "")
+        report.created.append(".env")
+    os.chmod(layout.env, 0o600)
+    tmp = manifest_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(installed, indent=1, sort_keys=True))
+    tmp.replace(manifest_path)
+    return report

@@ -1,0 +1,204 @@
+"""Every message and record on the bus, as versioned pydantic models.
+
+These are the wire contract of DESIGN.md. Evolve them only by adding optional fields; a reader
+ignores fields it does not know, so old and new services can share a bus during an upgrade.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Message(BaseModel):
+    """Base of every wire model: a schema version, unknown fields ignored, JSON on the wire."""
+
+    model_config = ConfigDict(extra="ignore")
+    #: The subject family this model travels on, for documentation and typed helpers.
+    kind: ClassVar[str] = ""
+    schema_version: int = 1
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Any:
+        return cls.model_validate_json(data)
+
+
+Trigger = Literal["cron", "catch_up", "manual", "chat", "retry", "watchdog", "learnings"]
+
+
+class RunRequest(Message):
+    """Run a task now: published on `koda.runs.<task>` to the RUNS work queue."""
+
+    kind: ClassVar[str] = "runs"
+    task: str
+    run_id: str
+    scheduled_for: datetime
+    trigger: Trigger = "cron"
+    attempt: int = 1
+    requested_by: str | None = None
+    prompt: str | None = Field(default=None, description="Overrides the task prompt (chat, heal).")
+    context: dict[str, Any] = Field(default_factory=dict, description="Untrusted data attached.")
+    reply_to: str | None = Field(default=None, description="Where to report (a Discord thread).")
+
+
+class ActionRequest(Message):
+    """Run a helper script or an approved action: `koda.actions.<name>` on the ACTIONS queue."""
+
+    kind: ClassVar[str] = "actions"
+    name: str
+    idempotency_key: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    run_id: str | None = None
+    approval_id: str | None = None
+    requested_by: str = "agent"
+    reply_subject: str | None = None
+
+
+class ActionResult(Message):
+    """What an action did; its output is already redacted of secrets."""
+
+    name: str
+    idempotency_key: str
+    ok: bool
+    exit_code: int | None = None
+    output: str = ""
+    error: str | None = None
+    duplicate: bool = False
+    finished_at: datetime = Field(default_factory=utcnow)
+
+
+class ScrapeRequest(Message):
+    """A browser job for one site: `koda.scrape.<site>` on the SCRAPE queue."""
+
+    kind: ClassVar[str] = "scrape"
+    site: str
+    job_id: str
+    url: str | None = None
+    selectors: dict[str, str] = Field(default_factory=dict)
+    screenshot: bool = False
+    reply_subject: str | None = None
+
+
+class ScrapeResult(Message):
+    """What a browser job found. `untrusted` is always true: web content is data, never orders."""
+
+    site: str
+    job_id: str
+    ok: bool
+    text: str = ""
+    extracted: dict[str, str] = Field(default_factory=dict)
+    screenshot_path: str | None = None
+    error: str | None = None
+    untrusted: Literal[True] = True
+
+
+Severity = Literal["info", "warning", "error", "critical"]
+
+
+class Event(Message):
+    """An audit event on `koda.events.<kind>`: the console's feed and Discord's reports."""
+
+    kind: ClassVar[str] = "events"
+    event: str = Field(description="Dotted kind, e.g. run.finished, message.failed, alert.")
+    service: str
+    at: datetime = Field(default_factory=utcnow)
+    severity: Severity = "info"
+    summary: str = ""
+    task: str | None = None
+    run_id: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def subject_suffix(self) -> str:
+        return self.event
+
+
+ApprovalStatus = Literal["pending", "approved", "rejected", "expired"]
+
+
+class ApprovalRecord(Message):
+    """One proposed public or destructive action waiting for (or past) a human decision."""
+
+    id: str
+    task: str
+    run_id: str
+    action: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    reason: str = ""
+    artifact: str | None = None
+    status: ApprovalStatus = "pending"
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    reminded: bool = False
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+
+
+class Heartbeat(Message):
+    """A service instance saying it is alive; kept in the `health` KV with a TTL."""
+
+    service: str
+    instance: str
+    pid: int
+    started_at: datetime
+    at: datetime = Field(default_factory=utcnow)
+    port: int | None = None
+    version: str = "0.1.0"
+    status: Literal["ok", "degraded", "stopping"] = "ok"
+    detail: str = ""
+
+
+RunStatus = Literal[
+    "claimed", "running", "awaiting_approval", "done", "failed", "turn_cap", "paused", "cancelled"
+]
+
+
+class RunLedgerEntry(Message):
+    """The `runs` KV record a worker keeps so a redelivered run resumes where it stopped."""
+
+    run_id: str
+    task: str
+    status: RunStatus
+    step: int = 0
+    steps_done: list[str] = Field(default_factory=list)
+    attempt: int = 1
+    worker: str | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+    error: str | None = None
+
+
+class LimitsRecord(Message):
+    """The `limits` KV: a rate-limit pause every worker honours, and running spend."""
+
+    pause_until: datetime | None = None
+    pause_reason: str | None = None
+    spend_day: dict[str, float] = Field(default_factory=dict, description="YYYY-MM-DD to USD.")
+    spend_month: dict[str, float] = Field(default_factory=dict, description="YYYY-MM to USD.")
+
+
+class SchedulerFire(Message):
+    """The `scheduler` KV record of a task's last fire."""
+
+    task: str
+    last_fire: datetime
+    run_id: str
+
+
+class FailedMessage(Message):
+    """The data of a `message.failed` event: a message that could not be handled."""
+
+    stream: str
+    subject: str
+    deliveries: int
+    error: str
+    stream_seq: int | None = None
+    payload_preview: str = ""
