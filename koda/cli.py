@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 
-def _settings(args: argparse.Namespace):  # noqa: ANN202 - avoids importing pydantic for --help
+def _settings(args: argparse.Namespace):
     from koda.shared.settings import KodaSettings
 
     overrides = {}

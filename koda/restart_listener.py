@@ -38,7 +38,7 @@ def record(path: Path, event: str, payload: dict[str, str]) -> None:
     entry["restarts"] += 1
     entry["last_event"] = event
     entry["last_expected"] = payload.get("expected") == "1"
-    entry["recent"] = (entry.get("recent", []) + [time.time()])[-RECENT:]
+    entry["recent"] = [*entry.get("recent", []), time.time()][-RECENT:]
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
     os.replace(tmp, path)

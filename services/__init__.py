@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
-#: Services that talk to Discord need aiohttp; the others block its import, which nats-py would
-#: otherwise load for a WebSocket transport Koda does not use (about 8 MB per process).
-_NEEDS_AIOHTTP = {"gateway"}
+#: nats-py imports aiohttp for a WebSocket transport Koda does not use (about 8 MB per process).
+#: Only the gateway with a Discord token (discord.py runs on aiohttp) lets it load.
+def _needs_aiohttp(name: str) -> bool:
+    return name == "gateway" and bool(os.environ.get("KODA_DISCORD_TOKEN"))
 
 
 def run(name: str) -> None:
@@ -16,7 +18,7 @@ def run(name: str) -> None:
 
     if name not in SERVICES:
         raise SystemExit(f"unknown service {name!r}; one of {', '.join(SERVICES)}")
-    if name not in _NEEDS_AIOHTTP:
+    if not _needs_aiohttp(name):
         sys.modules.setdefault("aiohttp", None)  # type: ignore[arg-type]
     module = importlib.import_module(f"koda.services.{name}.service")
     from koda.shared.service import run_service

@@ -143,7 +143,7 @@ class Bus:
                     reconnected_cb=_log_reconnect,
                 )
                 break
-            except Exception as exc:  # noqa: BLE001 - every failure here means "not up yet"
+            except Exception as exc:
                 last_error = exc
                 await asyncio.sleep(0.2)
         else:
@@ -194,7 +194,7 @@ class Bus:
         if not self.nc.is_closed:
             try:
                 await self.nc.drain()
-            except Exception:  # noqa: BLE001 - closing anyway
+            except Exception:
                 await self.nc.close()
 
     # --- publishing -------------------------------------------------------------------------
@@ -214,7 +214,7 @@ class Bus:
         """Append an event to the audit log (EVENTS). Never raises: events must not break work."""
         try:
             await self.publish(f"koda.events.{event.event}", event)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("could not emit event", extra={"event": event.event})
 
     def event(self, event: str, summary: str = "", **fields: Any) -> Event:
@@ -280,7 +280,7 @@ class Bus:
             await advisory.unsubscribe()
             try:
                 await sub.unsubscribe()
-            except Exception:  # noqa: BLE001 - connection may already be gone
+            except Exception:
                 pass
 
     async def _handle(
@@ -306,7 +306,7 @@ class Bus:
             # Shutdown cut this handler short: let JetStream deliver it again soon.
             await _quietly(raw.nak(delay=1.0))
             raise
-        except Exception as exc:  # noqa: BLE001 - a handler bug must not kill the consumer
+        except Exception as exc:
             log.exception("handler failed", extra={"subject": raw.subject, "attempt": attempt})
             outcome = RetryLater(retry_delay(attempt), f"{type(exc).__name__}: {exc}")
         finally:
@@ -319,7 +319,7 @@ class Bus:
             else:
                 await self._fail(stream, raw, attempt, str(outcome))
                 await raw.term()
-        except Exception:  # noqa: BLE001 - ack lost; JetStream redelivers after ack_wait
+        except Exception:
             log.warning("could not acknowledge", extra={"subject": raw.subject}, exc_info=True)
 
     async def _fail(self, stream: str, raw: Msg, deliveries: int, error: str, seq: int | None = None) -> None:
@@ -356,7 +356,7 @@ class Bus:
             try:
                 stored = await self.js.get_msg(stream, seq)
                 subject_, data = stored.subject or "?", stored.data or b""
-            except Exception:  # noqa: BLE001 - the message may be gone; report what we know
+            except Exception:
                 subject_, data = "?", b""
             fake = _StoredMsg(subject_, data)
             await self._fail(stream, fake, int(info.get("deliveries", 0)),  # type: ignore[arg-type]
@@ -385,7 +385,7 @@ def _describe(exc: ValidationError) -> str:
 async def _quietly(aw: Awaitable[Any]) -> None:
     try:
         await aw
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from .configfile import load_config
 from .errors import ConfigError, ConfigProblem
 from .home import LEARNINGS_CAP, HomeLayout
-from .jsonpos import value_lines
+from .jsonpos import dotted, value_lines
 from .scripts import McpServersFile, ScriptManifest
 from .secrets import read_env_file
 from .tasks import TasksFile, load_tasks
@@ -26,29 +26,43 @@ def _line_of(path: Path, *keys: str | int) -> int | None:
 
 
 def check_tasks(layout: HomeLayout) -> tuple[TasksFile | None, list[ConfigProblem]]:
-    """Validate tasks.json, then what it refers to: skills and scripts in this home."""
+    """Validate tasks.json, then what it refers to: skills and scripts in this home.
+
+    References are checked on the raw JSON, so a missing skill is reported in the same pass as
+    a bad cron elsewhere in the file.
+    """
+    problems: list[ConfigProblem] = []
+    tasks: TasksFile | None = None
     try:
         tasks = load_tasks(layout.tasks)
     except ConfigError as exc:
-        return None, exc.problems
-    problems: list[ConfigProblem] = []
+        problems += exc.problems
+    try:
+        raw = json.loads(layout.tasks.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return tasks, problems
     manifest = _load_manifest(layout, problems)
-    for i, task in enumerate(tasks.tasks):
-        if task.skill and not layout.skill(task.skill).is_file():
-            problems.append(ConfigProblem(
-                layout.tasks, _line_of(layout.tasks, "tasks", i, "skill"), f"tasks[{i}].skill",
-                f"skill {task.skill!r} not found at skills/{task.skill}.md"))
-        for j, step in enumerate(task.steps or []):
-            if step.skill and not layout.skill(step.skill).is_file():
+    raw_tasks = raw.get("tasks") if isinstance(raw, dict) else None
+    for i, task in enumerate(raw_tasks if isinstance(raw_tasks, list) else []):
+        if not isinstance(task, dict):
+            continue
+        refs: list[tuple[tuple[str | int, ...], object]] = [(("tasks", i, "skill"), task.get("skill"))]
+        steps = task.get("steps")
+        for j, step in enumerate(steps if isinstance(steps, list) else []):
+            if isinstance(step, dict):
+                refs.append((("tasks", i, "steps", j, "skill"), step.get("skill")))
+        for path, name in refs:
+            if isinstance(name, str) and not layout.skill(name).is_file():
                 problems.append(ConfigProblem(
-                    layout.tasks, _line_of(layout.tasks, "tasks", i, "steps", j, "skill"),
-                    f"tasks[{i}].steps[{j}].skill",
-                    f"skill {step.skill!r} not found at skills/{step.skill}.md"))
-        if task.script and (manifest is None or manifest.get(task.script) is None):
+                    layout.tasks, _line_of(layout.tasks, *path), dotted(path),
+                    f"skill {name!r} not found at skills/{name}.md"))
+        script = task.get("script")
+        if isinstance(script, str) and (manifest is None or manifest.get(script) is None):
             known = ", ".join(s.name for s in manifest.scripts) if manifest else "none"
             problems.append(ConfigProblem(
                 layout.tasks, _line_of(layout.tasks, "tasks", i, "script"), f"tasks[{i}].script",
-                f"script {task.script!r} is not in scripts/manifest.json (known: {known})"))
+                f"script {script!r} is not in scripts/manifest.json (known: {known})"))
+    problems.sort(key=lambda p: (str(p.file), p.line or 0))
     return tasks, problems
 
 

@@ -49,4 +49,4 @@ class McpServersFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     schema_ref: str | None = Field(default=None, alias="$schema")
-    mcpServers: dict[str, McpServer] = Field(default_factory=dict)  # noqa: N815 - Claude's name
+    mcpServers: dict[str, McpServer] = Field(default_factory=dict)

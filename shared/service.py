@@ -114,7 +114,7 @@ class Service:
                 await kv.put(key, beat.to_bytes())
                 self._last_heartbeat = time.monotonic()
                 self._heartbeats.labels(self.name).inc()
-            except Exception as exc:  # noqa: BLE001 - NATS may be reconnecting; keep trying
+            except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
             await asyncio.sleep(self.settings.heartbeat_interval)
 
@@ -157,7 +157,7 @@ class Service:
         deadline = time.monotonic() + self.settings.drain_timeout
         try:
             await asyncio.wait_for(asyncio.shield(runner), timeout=self.settings.drain_timeout)
-        except (asyncio.TimeoutError, Exception):  # noqa: BLE001
+        except (TimeoutError, Exception):
             runner.cancel()
         pending = set(self.in_flight)
         if pending:
@@ -174,7 +174,7 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
     task.cancel()
     try:
         await task
-    except (asyncio.CancelledError, Exception):  # noqa: BLE001
+    except (asyncio.CancelledError, Exception):
         pass
 
 
@@ -184,7 +184,7 @@ def run_service(cls: type[Service], settings: KodaSettings | None = None) -> Non
     setup_logging(cls.name, settings.log_level, redactor_for_home(settings.expanded_home()))
     try:
         code = asyncio.run(cls(settings).serve())
-    except Exception:  # noqa: BLE001 - a crash must leave one clear line in the error log
+    except Exception:
         logging.getLogger(cls.name).exception("service crashed")
         code = 1
     sys.exit(code)

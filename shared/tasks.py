@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from . import cron
+from . import cron as cronexpr
 from .configfile import parse_config, read_config_text
 
 TASK_ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -84,7 +84,7 @@ class Task(_Strict):
     @classmethod
     def _cron_parses(cls, value: str | None) -> str | None:
         if value is not None:
-            cron.parse(value)
+            cronexpr.parse(value)
         return value
 
     @field_validator("timezone")
@@ -108,8 +108,8 @@ class Task(_Strict):
                 raise ValueError(f"step ids must be unique, got {ids}")
         return self
 
-    def cron_spec(self) -> cron.CronSpec | None:
-        return cron.parse(self.cron) if self.cron else None
+    def cron_spec(self) -> cronexpr.CronSpec | None:
+        return cronexpr.parse(self.cron) if self.cron else None
 
     def zone(self, default: str) -> ZoneInfo:
         return _zone(self.timezone or default)

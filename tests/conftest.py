@@ -1,0 +1,66 @@
+"""Fixtures every test can use: a real nats-server on a free port, settings on a temp home,
+a connected bus, and a whole supervised stack.
+
+Heavy fixtures live in `tests/stack.py` and `tests/natsserver.py` so other test packages can
+import them too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from koda.shared.bus import Bus
+from koda.shared.settings import KodaSettings
+from tests.natsserver import NatsServer, free_port_block
+from tests.stack import Stack
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A fresh JetStream server on a free port with its own store, Koda's production settings."""
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, nats_server: NatsServer) -> KodaSettings:
+    """Settings for a temp home and state folder, pointed at the test's NATS server."""
+    return KodaSettings(
+        home=tmp_path / "home",
+        state_dir=tmp_path / "state",
+        nats_url=nats_server.url,
+        port_base=free_port_block(7) - 1,
+        heartbeat_interval=0.5,
+        heartbeat_ttl=3.0,
+        drain_timeout=5.0,
+        max_deliver=3,
+    )
+
+
+@pytest.fixture
+async def bus(settings: KodaSettings) -> AsyncIterator[Bus]:
+    """A connected bus with every stream and bucket created."""
+    connected = await Bus.connect(settings, "test", timeout=10)
+    try:
+        yield connected
+    finally:
+        await connected.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A whole local stack (NATS + six services under supervisord) on a temp home, shared by a
+    test module; torn down with `koda down`."""
+    running = Stack(tmp_path_factory.mktemp("stack"))
+    running.up()
+    try:
+        yield running
+    finally:
+        running.down()

@@ -1,0 +1,111 @@
+"""A whole Koda stack under supervisord on a temp home, driven through the real `koda` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from koda.shared.settings import SERVICES, KodaSettings
+from tests.natsserver import free_port_block
+
+KODA = str(Path(sys.executable).parent / "koda")
+
+
+class Stack:
+    """Start with `up()`, stop with `down()`; helpers read status, metrics and logs."""
+
+    def __init__(self, root: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.home = root / "home"
+        self.state = root / "state"
+        nats_port = free_port_block(1)
+        self.port_base = free_port_block(7) - 1
+        self.env = {
+            **os.environ,
+            "KODA_HOME": str(self.home),
+            "KODA_STATE_DIR": str(self.state),
+            "KODA_NATS_PORT": str(nats_port),
+            "KODA_NATS_URL": f"nats://127.0.0.1:{nats_port}",
+            "KODA_PORT_BASE": str(self.port_base),
+            "KODA_HEARTBEAT_INTERVAL": "1.0",
+            "KODA_HEARTBEAT_TTL": "5.0",
+            "KODA_DRAIN_TIMEOUT": "5",
+            **(extra_env or {}),
+        }
+        self.settings = KodaSettings(
+            home=self.home, state_dir=self.state, nats_url=self.env["KODA_NATS_URL"],
+            nats_port=nats_port, port_base=self.port_base, heartbeat_ttl=5.0,
+        )
+
+    def koda(self, *args: str, check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([KODA, *args], env=self.env, capture_output=True, text=True,
+                              timeout=timeout, check=check, cwd=self.root)
+
+    def up(self, wait: float = 30) -> subprocess.CompletedProcess[str]:
+        started = time.monotonic()
+        result = self.koda("up", "-d", "--wait", str(wait), timeout=wait + 30)
+        self.up_seconds = time.monotonic() - started
+        if result.returncode != 0:
+            self.down()
+            raise RuntimeError(f"koda up failed:\n{result.stdout}\n{result.stderr}\n{self.logs()}")
+        return result
+
+    def down(self) -> None:
+        self.koda("down", timeout=60)
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        result = self.koda("status", "--json")
+        return {row["name"]: row for row in json.loads(result.stdout)}
+
+    def supervisorctl(self, *args: str) -> str:
+        conf = self.state / "supervisord.conf"
+        exe = str(Path(sys.executable).parent / "supervisorctl")
+        return subprocess.run([exe, "-c", str(conf), *args], capture_output=True, text=True,
+                              timeout=30).stdout.strip()
+
+    def pid(self, service: str) -> int:
+        return int(self.supervisorctl("pid", service))
+
+    def port(self, service: str) -> int:
+        return self.port_base + 1 + SERVICES.index(service)
+
+    def http(self, service: str, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port(service)}{path}", timeout=3) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def metric(self, service: str, name: str, labels: str = "") -> float | None:
+        """The value of one sample on a service's /metrics, e.g. metric('watchdog', 'x', 'a="b"')."""
+        _, text = self.http(service, "/metrics")
+        key = f"{name}{{{labels}}}" if labels else name
+        for line in text.splitlines():
+            if line.startswith(key + " "):
+                return float(line.split()[-1])
+        return None
+
+    def logs(self, service: str | None = None) -> str:
+        names = [service] if service else list(SERVICES)
+        out = []
+        for name in names:
+            for suffix in (".err.log", ".log"):
+                path = self.state / "logs" / f"{name}{suffix}"
+                if path.exists():
+                    out.append(f"--- {path.name}\n" + path.read_text()[-3000:])
+        return "\n".join(out)
+
+    def wait_for(self, predicate: Any, timeout: float = 20, interval: float = 0.2) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(interval)
+        raise AssertionError(f"condition not met within {timeout}s")
