@@ -6,6 +6,7 @@ import importlib
 import os
 import sys
 
+
 #: nats-py imports aiohttp for a WebSocket transport Koda does not use (about 8 MB per process).
 #: Only the gateway with a Discord token (discord.py runs on aiohttp) lets it load.
 def _needs_aiohttp(name: str) -> bool:

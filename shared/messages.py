@@ -85,6 +85,7 @@ class ScrapeRequest(Message):
     url: str | None = None
     selectors: dict[str, str] = Field(default_factory=dict)
     screenshot: bool = False
+    refresh: bool = Field(default=False, description="Log in again and save fresh cookies.")
     reply_subject: str | None = None
 
 
@@ -141,6 +142,8 @@ class ApprovalRecord(Message):
     reminded: bool = False
     decided_by: str | None = None
     decided_at: datetime | None = None
+    dispatched: bool = Field(default=False, description="The approved action was published.")
+    idempotency_key: str | None = None
 
 
 class Heartbeat(Message):
@@ -183,6 +186,16 @@ class LimitsRecord(Message):
     pause_reason: str | None = None
     spend_day: dict[str, float] = Field(default_factory=dict, description="YYYY-MM-DD to USD.")
     spend_month: dict[str, float] = Field(default_factory=dict, description="YYYY-MM to USD.")
+
+
+class TaskPause(Message):
+    """A paused task: `pause.<task>` in the `scheduler` KV. The scheduler fires nothing for it
+    until a person (console, Discord, `koda`) deletes the key."""
+
+    task: str
+    paused_by: str
+    reason: str = ""
+    at: datetime = Field(default_factory=utcnow)
 
 
 class SchedulerFire(Message):

@@ -1,0 +1,187 @@
+"""Approvals as durable state: one record per proposal in the `approvals` KV.
+
+A decision is taken once: every change is a compare-and-set on the record's revision, so a
+second click, a replayed message or a decision after expiry changes nothing. Only an approved
+record is published to ACTIONS, with the idempotency key `approval:<id>` as its message id, so it
+runs once; `dispatch_pending` re-publishes an approved record whose publish was cut short (the
+same id makes that harmless).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+
+from .bus import Bus
+from .messages import ActionRequest, ApprovalRecord
+
+log = logging.getLogger(__name__)
+REMIND_AT = 0.75  # remind when three quarters of the approval window has passed
+
+
+def is_gated(patterns: list[str], name: str) -> bool:
+    """True if an action kind or tool name matches one of a task's `gated` globs."""
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+@dataclass
+class Decision:
+    """What a decision attempt did: `changed` is False for a repeat, a late or a foreign click."""
+
+    changed: bool
+    record: ApprovalRecord | None
+    reason: str = ""
+
+
+class ApprovalStore:
+    """Create, read and decide approvals; every service shares the same records through NATS."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.kv = bus.kv["approvals"]
+
+    async def propose(self, record: ApprovalRecord) -> ApprovalRecord:
+        """Store a new pending approval (idempotent on its id) and announce it."""
+        record = record.model_copy(update={"idempotency_key": record.idempotency_key
+                                           or f"approval:{record.id}"})
+        try:
+            await self.kv.create(record.id, record.to_bytes())
+        except KeyWrongLastSequenceError:
+            existing = await self.get(record.id)
+            assert existing is not None
+            return existing[0]
+        await self.bus.emit(self.bus.event(
+            "approval.requested", f"{record.action} for {record.task} needs approval",
+            task=record.task, run_id=record.run_id,
+            data={"approval_id": record.id, "action": record.action, "reason": record.reason,
+                  "artifact": record.artifact, "expires_at": record.expires_at}))
+        return record
+
+    async def get(self, approval_id: str) -> tuple[ApprovalRecord, int] | None:
+        try:
+            entry = await self.kv.get(approval_id)
+        except KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        return ApprovalRecord.from_bytes(entry.value), int(entry.revision or 0)
+
+    async def all(self) -> list[ApprovalRecord]:
+        try:
+            keys = await self.kv.keys()
+        except NoKeysError:
+            return []
+        out = []
+        for key in keys:
+            got = await self.get(key)
+            if got:
+                out.append(got[0])
+        return sorted(out, key=lambda r: r.created_at)
+
+    async def pending(self) -> list[ApprovalRecord]:
+        return [r for r in await self.all() if r.status == "pending"]
+
+    async def decide(self, approval_id: str, approve: bool, who: str,
+                     now: datetime | None = None) -> Decision:
+        """Approve or reject once. Late decisions expire the record instead."""
+        now = now or datetime.now(UTC)
+        got = await self.get(approval_id)
+        if got is None:
+            return Decision(False, None, "no such approval")
+        record, revision = got
+        if record.status != "pending":
+            return Decision(False, record, f"already {record.status}")
+        if record.expires_at and now >= record.expires_at:
+            changed = await self._transition(record, revision, "expired", "expiry", now)
+            return Decision(False, changed or record, "expired")
+        status = "approved" if approve else "rejected"
+        updated = await self._transition(record, revision, status, who, now)
+        if updated is None:
+            current = await self.get(approval_id)
+            return Decision(False, current[0] if current else None, "decided concurrently")
+        if updated.status == "approved":
+            updated = await self._dispatch(updated)
+        return Decision(True, updated)
+
+    async def _transition(self, record: ApprovalRecord, revision: int, status: str, who: str,
+                          now: datetime) -> ApprovalRecord | None:
+        updated = record.model_copy(update={"status": status, "decided_by": who, "decided_at": now})
+        try:
+            await self.kv.update(record.id, updated.to_bytes(), last=revision)
+        except KeyWrongLastSequenceError:
+            return None
+        await self.bus.emit(self.bus.event(
+            "approval.decided", f"{record.action} for {record.task}: {status} by {who}",
+            task=record.task, run_id=record.run_id,
+            data={"approval_id": record.id, "status": status, "decided_by": who}))
+        return updated
+
+    async def _dispatch(self, record: ApprovalRecord) -> ApprovalRecord:
+        key = record.idempotency_key or f"approval:{record.id}"
+        request = ActionRequest(name=record.action, idempotency_key=key, args=record.args,
+                                run_id=record.run_id, approval_id=record.id,
+                                requested_by=record.decided_by or "approver")
+        await self.bus.publish(f"koda.actions.{record.action}", request, msg_id=key)
+        for _ in range(5):
+            got = await self.get(record.id)
+            if got is None:
+                break
+            current, revision = got
+            done = current.model_copy(update={"dispatched": True})
+            try:
+                await self.kv.update(record.id, done.to_bytes(), last=revision)
+                return done
+            except KeyWrongLastSequenceError:
+                continue
+        return record
+
+    async def dispatch_pending(self) -> int:
+        """Publish approved records whose publish was cut short (a crash mid-decision)."""
+        count = 0
+        for record in await self.all():
+            if record.status == "approved" and not record.dispatched:
+                await self._dispatch(record)
+                count += 1
+        return count
+
+    async def sweep(self, now: datetime | None = None) -> tuple[list[ApprovalRecord], list[ApprovalRecord]]:
+        """Expire overdue approvals and remind once before expiry; returns (reminded, expired)."""
+        now = now or datetime.now(UTC)
+        reminded, expired = [], []
+        for record in await self.pending():
+            if record.expires_at is None:
+                continue
+            got = await self.get(record.id)
+            if got is None:
+                continue
+            record, revision = got
+            if record.status != "pending" or record.expires_at is None:
+                continue
+            if now >= record.expires_at:
+                done = await self._transition(record, revision, "expired", "expiry", now)
+                if done:
+                    expired.append(done)
+                continue
+            window = record.expires_at - record.created_at
+            if not record.reminded and now >= record.created_at + window * REMIND_AT:
+                updated = record.model_copy(update={"reminded": True})
+                try:
+                    await self.kv.update(record.id, updated.to_bytes(), last=revision)
+                except KeyWrongLastSequenceError:
+                    continue
+                left = record.expires_at - now
+                await self.bus.emit(self.bus.event(
+                    "approval.reminder",
+                    f"{record.action} for {record.task} expires in {_minutes(left)}",
+                    task=record.task, run_id=record.run_id,
+                    data={"approval_id": record.id, "expires_at": record.expires_at}))
+                reminded.append(updated)
+        return reminded, expired
+
+
+def _minutes(delta: timedelta) -> str:
+    return f"{max(0, int(delta.total_seconds() // 60))} min"
