@@ -20,8 +20,10 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from pydantic import ValidationError
 
 from .bus import Bus
+from .errors import ConfigError
 from .httpserver import HealthServer
 from .jsonlog import setup_logging
 from .messages import Heartbeat
@@ -178,13 +180,29 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
         pass
 
 
+#: Exit code of a service that cannot start because of its configuration (sysexits EX_CONFIG):
+#: the watchdog classifies it as a config failure and does not restart it in a loop.
+EXIT_CONFIG = 78
+
+
 def run_service(cls: type[Service], settings: KodaSettings | None = None) -> None:
-    """Entry point of `python -m koda.services.<name>`: logs, runs, exits with the service's code."""
-    settings = settings or KodaSettings()
+    """Entry point of `koda service NAME`: logs, runs, exits with the service's code."""
+    try:
+        settings = settings or KodaSettings()
+    except ValidationError as exc:
+        setup_logging(cls.name)
+        for err in exc.errors():
+            field = "KODA_" + ".".join(str(p) for p in err["loc"]).upper()
+            logging.getLogger(cls.name).error(f"config error: {field}: {err['msg']}")
+        sys.exit(EXIT_CONFIG)
     setup_logging(cls.name, settings.log_level, redactor_for_home(settings.expanded_home()))
     try:
         code = asyncio.run(cls(settings).serve())
-    except Exception:
+    except ConfigError as exc:
+        for problem in exc.problems:
+            logging.getLogger(cls.name).error(f"config error: {problem}")
+        code = EXIT_CONFIG
+    except Exception:  # a crash must leave one clear line in the error log
         logging.getLogger(cls.name).exception("service crashed")
         code = 1
     sys.exit(code)

@@ -45,6 +45,11 @@ class KodaSettings(BaseSettings):
     max_deliver: int = Field(default=5, ge=1, description="Deliveries before a message is failed.")
     events_max_age_days: int = 30
     env: str = Field(default="development", description="development or production.")
+    # Watchdog
+    watchdog_poll_interval: float = Field(default=0.2, gt=0, description="How often it looks.")
+    watchdog_verify_delay: float = Field(default=30.0, ge=0, description="Re-check after a fix.")
+    crash_loop_restarts: int = Field(default=3, ge=1, description="N restarts in the window...")
+    crash_loop_window: float = Field(default=300.0, gt=0, description="...of M seconds: a loop.")
 
     def expanded_home(self) -> Path:
         return self.home.expanduser().resolve()
