@@ -1,13 +1,37 @@
-"""Watchdog: heartbeats, restart counts, failure classification and healing (issue 6).
+"""Watchdog: detect, diagnose, fix, verify, report; what an on-call engineer would do.
 
-For now it exports the restart counts of every supervised program.
+Detection is push where possible: the restart listener's file and supervisord's states are
+polled every `watchdog_poll_interval` (cheap: a stat and one local RPC), and heartbeats arrive
+through a KV watch. Each failing service gets one incident, which ends in exactly one report.
 """
 
 from __future__ import annotations
 
-from koda.shared.service import Service
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
 
+from nats.aio.msg import Msg
+
+from koda.shared.home import HomeLayout
+from koda.shared.messages import Event, Heartbeat
+from koda.shared.service import Service
+from koda.shared.settings import SERVICES
+from koda.stack import read_restarts
+
+from . import heal
+from .classify import classify, classify_text
+from .evidence import Evidence, restarts_in_window, tail
+from .incidents import Incident
+from .metrics import WatchdogMetrics
+from .probes import Probes
 from .restarts import RestartCollector
+from .supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+DOWN_STATES = {"EXITED", "BACKOFF", "FATAL", "UNKNOWN"}
 
 
 class WatchdogService(Service):
@@ -15,6 +39,255 @@ class WatchdogService(Service):
 
     async def setup(self) -> None:
         self.registry.register(RestartCollector(self.settings))
+        self.metrics = WatchdogMetrics(self.registry)
+        self.supervisor = Supervisor(self.settings)
+        self.layout = HomeLayout(self.settings.expanded_home())
+        self.beats: dict[str, Heartbeat] = {}  # instance key -> newest heartbeat
+        self.incidents: dict[str, Incident] = {}
+        self.seen_restarts = {n: int(e.get("restarts", 0))
+                              for n, e in read_restarts(self.settings).items()}
+        self.probes = Probes(self.settings, self.bus, self.registry)
+        watcher = await self.bus.kv["health"].watchall()
+        self.stack.push_async_callback(watcher.stop)
+        self._watch_task = asyncio.create_task(self._watch_heartbeats(watcher))
+        self.stack.callback(self._watch_task.cancel)
+        for subject in ("koda.events.run.failed", "koda.events.action.done",
+                        "koda.events.scrape.done"):
+            sub = await self.bus.nc.subscribe(subject, queue="watchdog", cb=self._on_failure_event)
+            self.stack.push_async_callback(sub.unsubscribe)
+
+    async def _watch_heartbeats(self, watcher: Any) -> None:
+        async for entry in watcher:
+            if entry is None:
+                continue  # end of the initial values
+            if entry.value:
+                self.beats[entry.key] = Heartbeat.from_bytes(entry.value)
+            else:
+                self.beats.pop(entry.key, None)
+
+    async def run(self) -> None:
+        probe_every = 10.0
+        next_probe = 0.0
+        while not self.stopping.is_set():
+            try:
+                await self._tick()
+                if time.monotonic() >= next_probe:
+                    next_probe = time.monotonic() + probe_every
+                    await self.probes.run_all()
+            except Exception:
+                log.exception("watchdog tick failed")
+            try:
+                await asyncio.wait_for(self.stopping.wait(), self.settings.watchdog_poll_interval)
+            except TimeoutError:
+                pass
+
+    # --- detection ------------------------------------------------------------------------
+
+    def _fresh_beat(self, service: str, pid: int | None = None) -> Heartbeat | None:
+        now = datetime.now(UTC)
+        for beat in self.beats.values():
+            if beat.service != service or (pid is not None and beat.pid != pid):
+                continue
+            if (now - beat.at).total_seconds() < self.settings.heartbeat_ttl and beat.status == "ok":
+                return beat
+        return None
+
+    async def _tick(self) -> None:
+        procs = await self.supervisor.processes() if self.supervisor.available else {}
+        restarts = read_restarts(self.settings) if procs else {}
+        for service in SERVICES:
+            info = procs.get(service)
+            entry = restarts.get(service, {})
+            count = int(entry.get("restarts", 0))
+            restarted = count > self.seen_restarts.get(service, 0)
+            self.seen_restarts[service] = count
+            incident = self.incidents.get(service)
+            if info is not None:
+                down = info["statename"] in DOWN_STATES
+                if (restarted or down) and incident is None:
+                    failed_at = float(entry["recent"][-1]) if restarted and entry.get("recent") \
+                        else time.time()
+                    incident = self._open(service, failed_at, info)
+                if incident is not None:
+                    await self._progress(incident, info, entry, restarted)
+            elif not procs:
+                await self._heartbeat_only(service)
+
+    def _open(self, service: str, failed_at: float, info: dict[str, Any]) -> Incident:
+        incident = Incident(key=service, detected_at=time.monotonic(), failed_at=failed_at,
+                            detected_wall=time.time(), old_pid=info.get("pid") or None)
+        self.incidents[service] = incident
+        self.metrics.time_to_detect.observe(incident.time_to_detect)
+        log.warning("service failure detected", extra={"service": service,
+                                                       "detect_s": round(incident.time_to_detect, 3)})
+        return incident
+
+    def _evidence(self, service: str, info: dict[str, Any], entry: dict[str, Any]) -> Evidence:
+        return Evidence(
+            service=service, state=info["statename"],
+            exit_status=info.get("exitstatus"),
+            restarts=int(entry.get("restarts", 0)),
+            recent_restarts=restarts_in_window(entry, self.settings.crash_loop_window),
+            log_tail=tail(self.settings.log_dir() / f"{service}.err.log"),
+            detail=info.get("description", ""),
+        )
+
+    # --- diagnose, fix, verify ------------------------------------------------------------
+
+    async def _progress(self, incident: Incident, info: dict[str, Any], entry: dict[str, Any],
+                        restarted: bool) -> None:
+        service = incident.key
+        state = info["statename"]
+        if incident.outcome is not None:
+            if incident.outcome == "escalated" and state == "RUNNING":
+                self.incidents.pop(service, None)  # a person started it again
+            return
+        if incident.evidence is None or restarted or state in DOWN_STATES:
+            evidence = self._evidence(service, info, entry)
+            failure, reason = classify(evidence, self.settings.crash_loop_restarts)
+            if incident.evidence is None or failure != incident.failure:
+                incident.evidence, incident.failure, incident.reason = evidence, failure, reason
+                await self._step(incident, f"classified {failure}: {reason}")
+            if failure in ("config", "crash_loop"):
+                await self._escalate(incident)
+                return
+            if state in DOWN_STATES and await self.supervisor.start(service):
+                self.metrics.heal_actions.labels("restart").inc()
+                await self._step(incident, "restarted it through supervisord")
+            if failure == "unknown" and "self-heal" not in incident.extra:
+                run_id = await heal.queue_self_heal(
+                    self.bus, f"{service} failed: {reason}",
+                    incident.evidence.as_data(self.redact, lines=50))
+                incident.extra["self-heal"] = run_id
+                self.metrics.heal_actions.labels("self_heal_run").inc()
+                await self._step(incident, f"queued the self-heal skill as run {run_id}")
+        pid = info.get("pid") or None
+        if incident.healthy_at is None:
+            if state == "RUNNING" and pid != incident.old_pid and self._fresh_beat(service, pid):
+                incident.healthy_at = time.time()
+                incident.verify_at = time.monotonic() + self.settings.watchdog_verify_delay
+                incident.extra["healthy_pid"] = pid
+                if not any("restarted" in a for a in incident.actions):
+                    incident.act("supervisord restarted it")
+        elif incident.verify_at is not None and time.monotonic() >= incident.verify_at:
+            holds = state == "RUNNING" and pid == incident.extra.get("healthy_pid") \
+                and self._fresh_beat(service, pid) is not None
+            incident.outcome = "healed" if holds else "failed"
+            if incident.time_to_healthy is not None and holds:
+                self.metrics.time_to_healthy.observe(incident.time_to_healthy)
+            await self._report(incident, holds)
+
+    async def _escalate(self, incident: Incident) -> None:
+        service = incident.key
+        if await self.supervisor.stop(service):
+            self.metrics.heal_actions.labels("stop").inc()
+        incident.act("stopped it: restarting would loop")
+        held: list[str] = []
+        if incident.failure == "crash_loop":
+            held = await heal.hold_tasks(
+                self.bus, heal.dependent_tasks(service, self.layout),
+                f"{service} is in a crash loop")
+            if held:
+                self.metrics.heal_actions.labels("hold_tasks").inc()
+                incident.act(f"held dependent tasks: {', '.join(held)}")
+        incident.outcome = "escalated"
+        await self._report(incident, holds=False)
+
+    async def _step(self, incident: Incident, action: str) -> None:
+        incident.act(action)
+        await self.bus.emit(self.bus.event("heal.step", f"{incident.key}: {action}",
+                                           data={"incident": incident.key, "step": action}))
+
+    async def _report(self, incident: Incident, holds: bool) -> None:
+        """The one report of an incident: an alert if a person must act, else a resolution."""
+        self.metrics.incidents.labels(incident.failure, incident.outcome or "unknown").inc()
+        what = {"healed": "healed", "failed": "did not hold", "escalated": "needs a person",
+                "recorded": "recorded"}.get(incident.outcome or "", incident.outcome or "")
+        summary = f"{incident.key}: {incident.failure} ({incident.reason}); {what}"
+        data = {
+            "incident": incident.key, "class": incident.failure, "reason": incident.reason,
+            "outcome": incident.outcome, "holds": holds, "actions": incident.actions,
+            "evidence": incident.evidence.as_data(self.redact) if incident.evidence else {},
+            "time_to_detect_s": round(incident.time_to_detect, 3),
+            "time_to_healthy_s": None if incident.time_to_healthy is None
+            else round(incident.time_to_healthy, 3),
+            **incident.extra,
+        }
+        if incident.outcome in ("escalated", "failed"):
+            event = self.bus.event("alert", summary, severity="critical",
+                                   data={"kind": f"incident.{incident.failure}", **data})
+        else:
+            event = self.bus.event("incident.resolved", summary, severity="warning", data=data)
+        await self.bus.emit(event)
+        log.warning("incident reported", extra={"summary": summary})
+        # A finished incident frees the service for the next one; an escalated one stays
+        # until a person starts the service again (see _progress).
+        if incident.outcome != "escalated":
+            self.incidents.pop(incident.key, None)
+
+    async def _heartbeat_only(self, service: str) -> None:
+        """Without supervisord (compose): a service whose heartbeats stopped is reported once."""
+        seen = any(b.service == service for b in self.beats.values())
+        if not seen or self._fresh_beat(service) is not None:
+            if service in self.incidents and self._fresh_beat(service) is not None:
+                incident = self.incidents.pop(service)
+                incident.outcome, incident.healthy_at = "healed", time.time()
+                incident.act("heartbeats are back (restarted by its container policy)")
+                await self._report(incident, holds=True)
+            return
+        if service not in self.incidents:
+            incident = Incident(key=service, detected_at=time.monotonic(), failed_at=time.time(),
+                                detected_wall=time.time(), failure="unknown",
+                                reason="no heartbeat within the TTL")
+            self.incidents[service] = incident
+            incident.act("no supervisord here: waiting for the container restart policy")
+
+    # --- failed runs and jobs -------------------------------------------------------------
+
+    async def _on_failure_event(self, msg: Msg) -> None:
+        try:
+            event = Event.from_bytes(msg.data)
+        except ValueError:
+            return
+        data = event.data
+        if event.event in ("action.done", "scrape.done") and data.get("ok", True):
+            return
+        error = str(data.get("error") or event.summary)
+        failure, reason = classify_text(error, data.get("exit_code"))
+        site = data.get("site")
+        key = f"site:{site}" if site else f"task:{event.task or data.get('name', '?')}"
+        if key in self.incidents:
+            return
+        incident = Incident(key=key, detected_at=time.monotonic(), failed_at=event.at.timestamp(),
+                            detected_wall=time.time(), failure=failure, reason=reason)
+        incident.evidence = Evidence(service=event.service, state="failed", exit_status=None,
+                                     restarts=0, recent_restarts=0, log_tail=[error])
+        self.incidents[key] = incident
+        try:
+            await self._heal_job(incident, event, site)
+        finally:
+            self.incidents.pop(key, None)
+
+    async def _heal_job(self, incident: Incident, event: Event, site: str | None) -> None:
+        if incident.failure == "auth" and site:
+            await self._step(incident, f"refreshing cookies for {site} through the scraper")
+            self.metrics.heal_actions.labels("refresh_cookies").inc()
+            result = await heal.refresh_cookies(self.bus, site)
+            incident.act(f"cookie refresh for {site}: {'ok' if result.ok else result.error}")
+            incident.outcome = "healed" if result.ok else "escalated"
+            incident.healthy_at = time.time() if result.ok else None
+            await self._report(incident, holds=result.ok)
+        elif incident.failure == "unknown":
+            run_id = await heal.queue_self_heal(
+                self.bus, f"{incident.key} failed: {incident.reason}",
+                incident.evidence.as_data(self.redact) if incident.evidence else {})
+            incident.act(f"queued the self-heal skill as run {run_id}")
+            self.metrics.heal_actions.labels("self_heal_run").inc()
+            incident.outcome = "recorded"
+            await self._report(incident, holds=False)
+        else:
+            incident.outcome = "recorded"
+            self.metrics.incidents.labels(incident.failure, "recorded").inc()
 
 
 SERVICE = WatchdogService
