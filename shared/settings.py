@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Service names, in start order; each has a folder under services/ and a port offset.
@@ -21,7 +21,8 @@ class KodaSettings(BaseSettings):
     """Everything a Koda process needs to know, from `KODA_*` variables or a `.env` file."""
 
     model_config = SettingsConfigDict(
-        env_prefix="KODA_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="KODA_", env_file=".env", env_file_encoding="utf-8", extra="ignore",
+        populate_by_name=True,
     )
 
     home: Path = Field(default=Path("~/.koda"), description="The agent home (soul, tasks, data).")
@@ -45,11 +46,63 @@ class KodaSettings(BaseSettings):
     max_deliver: int = Field(default=5, ge=1, description="Deliveries before a message is failed.")
     events_max_age_days: int = 30
     env: str = Field(default="development", description="development or production.")
+    scheduler_leader_ttl: float = Field(
+        default=10.0, gt=0, description="A scheduler leader lock not renewed for this long is taken over.")
+    scheduler_reload_interval: float = Field(
+        default=1.0, gt=0, description="How often the scheduler looks at tasks.json's mtime.")
     # Watchdog
     watchdog_poll_interval: float = Field(default=0.2, gt=0, description="How often it looks.")
     watchdog_verify_delay: float = Field(default=30.0, ge=0, description="Re-check after a fix.")
     crash_loop_restarts: int = Field(default=3, ge=1, description="N restarts in the window...")
     crash_loop_window: float = Field(default=300.0, gt=0, description="...of M seconds: a loop.")
+    # Actions and scraper
+    chromium_path: Path = Field(default=Path("/usr/bin/chromium"),
+                                description="Chromium for Playwright (the image's own in Docker).")
+    scraper_idle_close: float = Field(default=60.0, ge=0,
+                                      description="Close the idle browser after this many seconds.")
+    action_refresh_timeout: float = Field(default=120.0, gt=0,
+                                          description="How long a script's cookie refresh may take.")
+    # Gateway: Discord bot (off without a token) and web console
+    discord_token: SecretStr | None = Field(default=None, description="Bot token; unset = bot off.")
+    discord_guild: int | None = Field(default=None, description="Guild for slash commands.")
+    discord_approvals_channel: int | None = None
+    discord_reports_channel: int | None = None
+    discord_alerts_channel: int | None = None
+    discord_approvers: str = Field(default="", description="Comma-separated user ids who may decide.")
+    discord_owner: int | None = Field(default=None, description="User whose messages start chat runs.")
+    discord_chat_channel: int | None = Field(default=None, description="Channel for owner chat.")
+    discord_api_base: str | None = Field(default=None, description="Override of Discord's REST URL.")
+    discord_gateway_url: str | None = Field(default=None, description="Override of the gateway URL.")
+    console_port: int | None = Field(default=None, description="Web console port; port_base + 10.")
+    console_token: SecretStr | None = Field(default=None, description="Console login token.")
+    approval_sweep_interval: float = Field(default=15.0, gt=0, description="Expiry check period.")
+    digest_hour: int = Field(default=20, ge=0, le=23, description="Daily digest hour (timezone).")
+    chat_task: str = Field(default="chat", description="Task id that owner chat runs use.")
+    # Worker: the Claude connection (standard Claude Code names; also read from the home's .env)
+    anthropic_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "KODA_ANTHROPIC_BASE_URL"),
+        description="API endpoint, e.g. a proxy or gateway in front of Anthropic.")
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "KODA_ANTHROPIC_API_KEY"))
+    claude_code_oauth_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("CLAUDE_CODE_OAUTH_TOKEN", "KODA_CLAUDE_CODE_OAUTH_TOKEN"),
+        description="Subscription token from `claude setup-token`.")
+    model: str | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_MODEL", "KODA_MODEL"),
+        description="Model for agent sessions; unset = the CLI's default.")
+    worker_concurrency: int = Field(default=2, ge=1, description="Sessions one worker runs at once.")
+    worker_ack_wait: float = Field(default=30.0, gt=0,
+                                   description="A run not acked (progress) this long is redelivered.")
+    claude_max_retries: int = Field(default=1, ge=0,
+                                    description="CLAUDE_CODE_MAX_RETRIES: the CLI's own API retries.")
+    rate_limit_backoff: float = Field(default=300.0, gt=0,
+                                      description="Pause after a 429 that names no reset time.")
+    rate_limit_jitter: float = Field(default=30.0, ge=0,
+                                     description="Re-queued runs spread over this many seconds.")
+    spend_cap_day_usd: float | None = Field(default=None, gt=0, description="Daily spend cap.")
+    spend_cap_month_usd: float | None = Field(default=None, gt=0, description="Monthly spend cap.")
+    worker_tool_timeout: float = Field(default=300.0, gt=0,
+                                       description="How long run_script and scrape wait for a reply.")
 
     def expanded_home(self) -> Path:
         return self.home.expanduser().resolve()
@@ -66,3 +119,10 @@ class KodaSettings(BaseSettings):
 
     def log_dir(self) -> Path:
         return self.expanded_state() / "logs"
+
+    def approver_ids(self) -> set[int]:
+        """The Discord user ids on the approver allowlist."""
+        return {int(x) for x in self.discord_approvers.replace(" ", "").split(",") if x}
+
+    def console_listen_port(self) -> int:
+        return self.console_port or self.port_base + 10
