@@ -141,6 +141,16 @@ def cmd_health(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_site(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from koda.services.scraper.flags import site_admin
+
+    code, text = asyncio.run(site_admin(_settings(args), args.action, getattr(args, "site", None)))
+    print(text, file=sys.stdout if code == 0 else sys.stderr)
+    return code
+
+
 def cmd_service(args: argparse.Namespace) -> int:
     from koda.services import run
 
@@ -167,12 +177,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p = sub.add_parser("schema", help="print (or --write) the tasks.json JSON Schema")
     p.add_argument("--write", action="store_true")
+    p = sub.add_parser("site", help="sites that need a person: `site list`, `site clear SITE`")
+    site = p.add_subparsers(dest="action", required=True)
+    site.add_parser("list", help="sites whose login needs a person")
+    site.add_parser("clear", help="let jobs for SITE log in again").add_argument("site")
     return parser
 
 
 COMMANDS = {
     "init": cmd_init, "doctor": cmd_doctor, "up": cmd_up, "down": cmd_down,
     "status": cmd_status, "health": cmd_health, "service": cmd_service, "schema": cmd_schema,
+    "site": cmd_site,
 }
 
 

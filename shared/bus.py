@@ -67,13 +67,16 @@ def stream_specs(settings: KodaSettings) -> list[StreamSpec]:
 
 
 def bucket_specs(settings: KodaSettings) -> list[KeyValueConfig]:
-    """The five KV buckets of the bus contract."""
+    """The KV buckets of the bus contract."""
     return [
         KeyValueConfig(bucket="approvals", history=5, storage=StorageType.FILE),
         KeyValueConfig(bucket="health", ttl=settings.heartbeat_ttl, storage=StorageType.FILE),
         KeyValueConfig(bucket="scheduler", history=1, storage=StorageType.FILE),
         KeyValueConfig(bucket="runs", history=5, storage=StorageType.FILE),
         KeyValueConfig(bucket="limits", history=5, storage=StorageType.FILE),
+        # Action results by idempotency key (a repeat returns the record); scraper site state.
+        KeyValueConfig(bucket="actions", history=1, storage=StorageType.FILE),
+        KeyValueConfig(bucket="scraper", history=1, storage=StorageType.FILE),
     ]
 
 

@@ -68,6 +68,14 @@ class HomeLayout:
         return self.scripts / "manifest.json"
 
     @property
+    def sites(self) -> Path:
+        return self.root / "sites.json"
+
+    @property
+    def screenshots(self) -> Path:
+        return self.data / "screenshots"
+
+    @property
     def data(self) -> Path:
         return self.root / "data"
 

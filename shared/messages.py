@@ -198,12 +198,36 @@ class TaskPause(Message):
     at: datetime = Field(default_factory=utcnow)
 
 
+class ActionRecord(Message):
+    """The `actions` KV record of one idempotency key: claimed while a script runs, then the
+    result that every repeat of the key gets back without anything running again."""
+
+    idempotency_key: str
+    name: str
+    status: Literal["running", "done"]
+    instance: str
+    started_at: datetime = Field(default_factory=utcnow)
+    result: ActionResult | None = None
+
+
+class SiteNeedsHuman(Message):
+    """A site whose login failed even after a refresh: `needs_human.<site>` in the `scraper` KV.
+    Jobs for it fail fast until a person deletes the key (`koda site clear <site>`)."""
+
+    site: str
+    reason: str
+    at: datetime = Field(default_factory=utcnow)
+    job_id: str | None = None
+
+
 class SchedulerFire(Message):
     """The `scheduler` KV record of a task's last fire."""
 
     task: str
     last_fire: datetime
     run_id: str
+    decision: str | None = Field(
+        default=None, description="fired, skipped (overlap), paused, or baseline (first seen).")
 
 
 class FailedMessage(Message):

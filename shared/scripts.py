@@ -20,6 +20,14 @@ class ScriptSpec(BaseModel):
     gated: bool = Field(default=False, description="Needs a human's approval before each run.")
     timeout_seconds: int = Field(default=300, ge=1, le=86400)
     site: str | None = Field(default=None, description="Site whose cookies it uses (auth retry).")
+    actions: list[str] = Field(
+        default_factory=list,
+        description="Approved action kinds this script performs, e.g. video.publish.",
+    )
+    auth_errors: list[str] = Field(
+        default_factory=list,
+        description="Extra output fragments (case-insensitive) that mean its login was rejected.",
+    )
 
 
 class ScriptManifest(BaseModel):
@@ -30,6 +38,10 @@ class ScriptManifest(BaseModel):
 
     def get(self, name: str) -> ScriptSpec | None:
         return next((s for s in self.scripts if s.name == name), None)
+
+    def for_action(self, kind: str) -> ScriptSpec | None:
+        """The script whose `actions` lists this approved action kind."""
+        return next((s for s in self.scripts if kind in s.actions), None)
 
 
 class McpServer(BaseModel):

@@ -1,0 +1,90 @@
+"""Action results, durable by idempotency key in the `actions` KV bucket.
+
+A key is claimed (a `running` record, created only if absent) before its script starts and
+finished with the result afterwards. Whoever finds a finished record returns it and runs nothing;
+whoever finds a running one waits, unless the instance holding it is gone. A run cut short that
+way is recorded as interrupted and never re-run: it may already have taken effect, and doing a
+public action twice is worse than asking a person to check (see docs/contracts.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Literal
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from koda.shared.messages import ActionRecord, ActionResult
+
+
+def record_key(idempotency_key: str) -> str:
+    """KV keys allow few characters (`approval:<id>` has a colon): use a digest of the key."""
+    return hashlib.sha256(idempotency_key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of claiming a key: ours to run, already done, or held by someone."""
+
+    state: Literal["claimed", "done", "held"]
+    record: ActionRecord
+    revision: int
+
+
+class ResultStore:
+    """Claim, finish and look up action results by idempotency key."""
+
+    def __init__(self, kv: KeyValue, instance: str) -> None:
+        self.kv = kv
+        self.instance = instance
+
+    async def get(self, idempotency_key: str) -> tuple[ActionRecord, int] | None:
+        try:
+            entry = await self.kv.get(record_key(idempotency_key))
+        except KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        return ActionRecord.from_bytes(entry.value), int(entry.revision or 0)
+
+    async def claim(self, idempotency_key: str, name: str) -> Claim:
+        """Create the running record, or report the record someone else made first."""
+        record = ActionRecord(idempotency_key=idempotency_key, name=name, status="running",
+                              instance=self.instance)
+        for _ in range(5):
+            try:
+                revision = await self.kv.create(record_key(idempotency_key), record.to_bytes())
+                return Claim("claimed", record, int(revision))
+            except KeyWrongLastSequenceError:
+                pass
+            found = await self.get(idempotency_key)
+            if found is not None:
+                existing, rev = found
+                return Claim("done" if existing.status == "done" else "held", existing, rev)
+        raise RuntimeError(f"could not claim action key {idempotency_key!r}")
+
+    async def finish(self, claim: Claim, result: ActionResult) -> ActionRecord:
+        """Record the result under the key; a repeat of the key gets exactly this back."""
+        done = claim.record.model_copy(update={"status": "done", "result": result})
+        try:
+            await self.kv.update(record_key(claim.record.idempotency_key), done.to_bytes(),
+                                 last=claim.revision)
+        except KeyWrongLastSequenceError:
+            # Someone declared our claim dead and wrote an outcome: theirs stands, ours is logged.
+            found = await self.get(claim.record.idempotency_key)
+            if found is not None and found[0].status == "done":
+                return found[0]
+            await self.kv.put(record_key(claim.record.idempotency_key), done.to_bytes())
+        return done
+
+    async def take_over(self, claim: Claim, result: ActionResult) -> ActionRecord | None:
+        """Finish a claim whose holder is gone with `result` (compare-and-set on its revision)."""
+        done = claim.record.model_copy(update={"status": "done", "result": result})
+        try:
+            await self.kv.update(record_key(claim.record.idempotency_key), done.to_bytes(),
+                                 last=claim.revision)
+        except KeyWrongLastSequenceError:
+            return None
+        return done
