@@ -1,0 +1,51 @@
+# syntax=docker/dockerfile:1
+# One image for NATS and every Koda service; compose.yaml picks what a container runs
+# (`koda service NAME`, the same command as the local stack in koda/stack.py).
+
+# ---- build: a virtualenv with Koda and its exact dependencies ------------------------------
+FROM python:3.11-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install pip==26.3 setuptools==84.2.1
+# Dependencies first, from pyproject's exact pins and constraints.txt (their whole closure),
+# so a code change does not reinstall them.
+COPY pyproject.toml constraints.txt ./
+COPY koda ./koda
+COPY shared ./shared
+COPY services ./services
+RUN /opt/venv/bin/pip install --no-build-isolation -c constraints.txt ".[agent,gateway,scraper]"
+
+# ---- runtime: Debian's Chromium, the virtualenv, the home template, a non-root user ---------
+FROM python:3.11-slim-bookworm
+# Chromium comes from Debian (Playwright drives it with executable_path; `playwright install`
+# is not used). Not version-pinned: Debian replaces it with each security release, so a pin
+# would stop building; the base image tag fixes the Debian release.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends chromium fonts-liberation ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --create-home --uid 10001 --user-group koda \
+ && mkdir -p /koda/home /koda/state /koda/nats \
+ && chown -R koda:koda /koda
+COPY --from=build /opt/venv /opt/venv
+# `koda init` copies the agent-home template and built-in skills from here (KODA_SOURCE_DIR).
+COPY volumes/koda /opt/koda/volumes/koda
+COPY skills /opt/koda/skills
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    MALLOC_ARENA_MAX=2 \
+    KODA_HOME=/koda/home \
+    KODA_STATE_DIR=/koda/state \
+    KODA_SOURCE_DIR=/opt/koda \
+    KODA_CHROMIUM_PATH=/usr/bin/chromium \
+    KODA_HTTP_HOST=0.0.0.0 \
+    KODA_ENV=production
+USER 10001:10001
+WORKDIR /koda
+# Set KODA_SERVICE to the service a container runs (compose sets its own healthcheck instead).
+HEALTHCHECK --interval=15s --timeout=10s --start-period=30s --retries=3 \
+    CMD ["sh", "-c", "koda health \"${KODA_SERVICE:?set KODA_SERVICE to the service this container runs}\""]
+CMD ["koda", "--help"]
