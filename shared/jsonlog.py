@@ -32,7 +32,8 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
+                # An extra field never overrides the envelope (a "service" extra stays apart).
+                entry[f"{key}_" if key in entry else key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return self.redactor(json.dumps(entry, default=str))

@@ -83,10 +83,14 @@ class WatchdogService(Service):
 
     # --- detection ------------------------------------------------------------------------
 
-    def _fresh_beat(self, service: str, pid: int | None = None) -> Heartbeat | None:
+    def _fresh_beat(self, service: str, pid: int | None = None,
+                    started_after: float | None = None) -> Heartbeat | None:
+        """A live heartbeat of `service` (of process `pid`, started after a given time)."""
         now = datetime.now(UTC)
         for beat in self.beats.values():
             if beat.service != service or (pid is not None and beat.pid != pid):
+                continue
+            if started_after is not None and beat.started_at.timestamp() <= started_after:
                 continue
             if (now - beat.at).total_seconds() < self.settings.heartbeat_ttl and beat.status == "ok":
                 return beat
@@ -118,7 +122,7 @@ class WatchdogService(Service):
                             detected_wall=time.time(), old_pid=info.get("pid") or None)
         self.incidents[service] = incident
         self.metrics.time_to_detect.observe(incident.time_to_detect)
-        log.warning("service failure detected", extra={"service": service,
+        log.warning("service failure detected", extra={"target": service,
                                                        "detect_s": round(incident.time_to_detect, 3)})
         return incident
 
@@ -163,7 +167,9 @@ class WatchdogService(Service):
                 await self._step(incident, f"queued the self-heal skill as run {run_id}")
         pid = info.get("pid") or None
         if incident.healthy_at is None:
-            if state == "RUNNING" and pid != incident.old_pid and self._fresh_beat(service, pid):
+            # Healthy means a process started after the failure is heartbeating; supervisord
+            # may already have respawned it when we first look, so pids alone cannot tell.
+            if state == "RUNNING" and self._fresh_beat(service, pid, incident.failed_at):
                 incident.healthy_at = time.time()
                 incident.verify_at = time.monotonic() + self.settings.watchdog_verify_delay
                 incident.extra["healthy_pid"] = pid
@@ -252,6 +258,10 @@ class WatchdogService(Service):
         data = event.data
         if event.event in ("action.done", "scrape.done") and data.get("ok", True):
             return
+        if data.get("needs_human"):
+            return  # the scraper already tried its refresh and escalated
+        if event.task == heal.SELF_HEAL_TASK:
+            return  # never answer a failed self-heal run with another one
         error = str(data.get("error") or event.summary)
         failure, reason = classify_text(error, data.get("exit_code"))
         site = data.get("site")
