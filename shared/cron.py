@@ -5,9 +5,11 @@ Syntax: 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds
 @yearly @annually @monthly @weekly @daily @midnight @hourly. When both day fields are
 restricted a day matches either (classic cron).
 
-Daylight saving time follows classic cron: a wall-clock time skipped by a spring-forward fires
-once at the instant the clock jumps; a wall-clock time repeated by a fall-back fires once (the
-first occurrence), unless the hour field is `*`, in which case it fires in each real hour.
+Daylight saving time follows classic (Vixie) cron. A schedule with a fixed hour fires once per
+matching day whatever the clock does: a wall-clock time skipped by a spring-forward fires at the
+instant the clock jumps, and one repeated by a fall-back fires at its first occurrence. A schedule
+whose hour field is `*` follows the real hours instead: nothing extra for the skipped hour, and a
+fire in each of the two real hours a fall-back repeats.
 """
 
 from __future__ import annotations
@@ -188,6 +190,8 @@ def _instants(spec: CronSpec, wall: datetime, tz: ZoneInfo) -> list[datetime]:
     if exists:  # repeated by a fall-back
         both = sorted([first.astimezone(UTC), second.astimezone(UTC)])
         return both if spec.every_hour else both[:1]
+    if spec.every_hour:  # skipped by a spring-forward: an hourly schedule just moves on
+        return []
     # Skipped by a spring-forward: fire when the clock jumps, found by bisection over seconds.
     lo = int(second.astimezone(UTC).timestamp())
     hi = int(first.astimezone(UTC).timestamp())
