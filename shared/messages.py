@@ -144,6 +144,8 @@ class ApprovalRecord(Message):
     decided_at: datetime | None = None
     dispatched: bool = Field(default=False, description="The approved action was published.")
     idempotency_key: str | None = None
+    discord_channel_id: int | None = Field(default=None, description="Where the gateway asked.")
+    discord_message_id: int | None = Field(default=None, description="The message with buttons.")
 
 
 class Heartbeat(Message):
@@ -177,6 +179,8 @@ class RunLedgerEntry(Message):
     worker: str | None = None
     updated_at: datetime = Field(default_factory=utcnow)
     error: str | None = None
+    claims: int = Field(default=0, description="Times the run was found cut short mid-run.")
+    continuations: int = Field(default=0, description="Turn-cap continuations used in this step.")
 
 
 class LimitsRecord(Message):

@@ -1,0 +1,65 @@
+"""What the agent may touch: the policy behind the session's PreToolUse hook.
+
+A PreToolUse hook runs before every tool call, including the read-only Bash commands and
+allowed tools that skip `can_use_tool`, so this is where the rules live:
+
+- file tools stay inside the home, and away from `.env*` and `data/cookies/`;
+- Bash may not name those paths (or `/proc/*/environ`);
+- a tool matching the task's `gated` patterns is refused with a message telling the agent to
+  propose it instead.
+
+This is one layer. The other two: the CLI's environment holds no third-party secret at all
+(options.cli_env), and everything the koda tools return is redacted.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from koda.shared.approvals import is_gated
+
+FILE_TOOLS = {"Read", "Write", "Edit", "MultiEdit", "NotebookEdit", "Glob", "Grep", "LS"}
+PATH_KEYS = ("file_path", "path", "notebook_path")
+#: Names a shell command may not mention: credentials and other processes' environments.
+_BASH_FORBIDDEN = re.compile(r"\.env\b|cookies|/proc/[^ ]*environ|\.claude|\.credentials")
+
+
+def protected(home: Path, path: Path) -> bool:
+    """True for the credentials file(s) and the cookie jars."""
+    rel = path.relative_to(home)
+    return (bool(rel.parts) and rel.parts[0].startswith(".env")) or rel.parts[:2] == ("data", "cookies")
+
+
+def check_tool(tool: str, tool_input: dict[str, Any], home: Path, gated: list[str]) -> str | None:
+    """None if the call may go ahead, else the reason it is refused (shown to the agent)."""
+    if gated and is_gated(gated, tool):
+        return (f"{tool} needs a person's approval. Do not call it directly: call "
+                "mcp__koda__propose_action with the action and its arguments instead.")
+    if tool in FILE_TOOLS:
+        return _check_paths(tool, tool_input, home)
+    if tool == "Bash":
+        command = str(tool_input.get("command", ""))
+        if _BASH_FORBIDDEN.search(command):
+            return ("Refused: that command touches credentials (.env, cookies, the environment "
+                    "of a process or ~/.claude). Helper scripts hold credentials: use run_script.")
+    return None
+
+
+def _check_paths(tool: str, tool_input: dict[str, Any], home: Path) -> str | None:
+    given = [str(tool_input[k]) for k in PATH_KEYS if tool_input.get(k)]
+    if tool in ("Glob", "Grep") and not given:
+        given = [str(home)]
+    for raw in given:
+        path = Path(raw).expanduser()
+        path = (path if path.is_absolute() else home / path).resolve()
+        if path != home and home not in path.parents:
+            return f"Refused: {raw} is outside your home ({home}). Work only with files in it."
+        if path != home and protected(home, path):
+            return f"Refused: {raw} holds credentials and is never readable by the agent."
+        if tool in ("Glob", "Grep") and (path == home or path == home / "data"):
+            # A search over these folders would read .env or the cookie jars too.
+            return (f"Refused: search a specific folder or file (e.g. data/drafts), not {raw}, "
+                    "which contains credentials.")
+    return None

@@ -1,0 +1,84 @@
+"""The run ledger: one `RunLedgerEntry` per run id in the `runs` KV.
+
+It is what makes a run resumable and done once: a worker claims a run before it starts (a
+terminal entry means "already done, acknowledge and move on"), records every finished step, and
+writes the terminal status only after the run record is on disk. Every write is a
+compare-and-set on the entry's revision, so two workers never both believe they own a run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from koda.shared.messages import RunLedgerEntry, utcnow
+
+TERMINAL = frozenset({"done", "failed", "turn_cap", "cancelled"})
+
+
+class LedgerConflict(Exception):
+    """Someone else changed the entry between our read and our write."""
+
+
+@dataclass
+class Claim:
+    """A run this worker now holds: the entry and the revision to update it from."""
+
+    entry: RunLedgerEntry
+    revision: int
+    resumed: bool  # the run had been started before (a crash, a pause, a retry)
+
+
+class Ledger:
+    """Reads and writes the `runs` KV for one worker instance."""
+
+    def __init__(self, kv: KeyValue, worker: str) -> None:
+        self.kv = kv
+        self.worker = worker
+
+    async def get(self, run_id: str) -> tuple[RunLedgerEntry, int] | None:
+        try:
+            item = await self.kv.get(run_id)
+        except KeyNotFoundError:
+            return None
+        if not item.value:
+            return None
+        return RunLedgerEntry.from_bytes(item.value), int(item.revision or 0)
+
+    async def claim(self, run_id: str, task: str) -> Claim | None:
+        """Take the run; None if it already reached a terminal status (a duplicate delivery)."""
+        for _ in range(5):
+            found = await self.get(run_id)
+            if found is None:
+                entry = RunLedgerEntry(run_id=run_id, task=task, status="running", worker=self.worker)
+                try:
+                    revision = await self.kv.create(run_id, entry.to_bytes())
+                except KeyWrongLastSequenceError:
+                    continue
+                return Claim(entry, int(revision), resumed=False)
+            current, revision = found
+            if current.status in TERMINAL:
+                return None
+            # Found "running": its worker stopped mid-run (a crash or a missed ack deadline).
+            crashes = current.claims + (1 if current.status == "running" else 0)
+            entry = current.model_copy(update={"status": "running", "worker": self.worker,
+                                               "claims": crashes, "updated_at": utcnow()})
+            try:
+                new_revision = await self.kv.update(run_id, entry.to_bytes(), last=revision)
+            except KeyWrongLastSequenceError:
+                continue
+            return Claim(entry, int(new_revision), resumed=True)
+        raise LedgerConflict(run_id)
+
+    async def update(self, claim: Claim, **changes: Any) -> RunLedgerEntry:
+        """Change our entry; raises LedgerConflict if another worker took the run meanwhile."""
+        entry = claim.entry.model_copy(update={**changes, "updated_at": utcnow()})
+        try:
+            claim.revision = int(await self.kv.update(entry.run_id, entry.to_bytes(), last=claim.revision))
+        except KeyWrongLastSequenceError as exc:
+            raise LedgerConflict(entry.run_id) from exc
+        claim.entry = entry
+        return entry

@@ -1,0 +1,124 @@
+"""The shared limits every worker honours: the rate-limit pause and the spend caps.
+
+Kept in the `limits` KV under `state` as a `LimitsRecord`. A worker that hits a rate limit
+writes `pause_until`; the write that starts a new pause window (no pause in force before it)
+is the one that raises the alert, so ten runs hitting the same limit make one alert. Spend is
+added after each session, per UTC day and month, with compare-and-set retries.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from koda.shared.messages import LimitsRecord
+from koda.shared.settings import KodaSettings
+
+KEY = "state"
+
+
+@dataclass
+class Refusal:
+    """Why a run may not start now: `retry_in` seconds for a pause, None for a spend cap."""
+
+    limit: str
+    message: str
+    retry_in: float | None
+
+
+class Limits:
+    """Read and change the shared limits record; remembers a pause locally as well, so this
+    worker's other runs stop at once, before the KV round trip."""
+
+    def __init__(self, kv: KeyValue, settings: KodaSettings) -> None:
+        self.kv = kv
+        self.settings = settings
+        self.local_pause_until = 0.0  # unix time
+        self.last = LimitsRecord()  # the record as last read or written (for the gauges)
+
+    async def read(self) -> tuple[LimitsRecord, int]:
+        try:
+            item = await self.kv.get(KEY)
+        except KeyNotFoundError:
+            return LimitsRecord(), 0
+        if not item.value:
+            return LimitsRecord(), int(item.revision or 0)
+        return LimitsRecord.from_bytes(item.value), int(item.revision or 0)
+
+    async def _write(self, record: LimitsRecord, revision: int) -> bool:
+        try:
+            if revision:
+                await self.kv.update(KEY, record.to_bytes(), last=revision)
+            else:
+                await self.kv.create(KEY, record.to_bytes())
+        except KeyWrongLastSequenceError:
+            return False
+        return True
+
+    def paused_for(self, record: LimitsRecord | None = None, now: float | None = None) -> float:
+        """Seconds left of the rate-limit pause (0 if none)."""
+        now = time.time() if now is None else now
+        until = self.local_pause_until
+        if record is not None and record.pause_until is not None:
+            until = max(until, record.pause_until.timestamp())
+        return max(0.0, until - now)
+
+    async def check(self, now: datetime | None = None) -> Refusal | None:
+        """None if a run may start now."""
+        now = now or datetime.now(UTC)
+        if self.paused_for(None, now.timestamp()) > 0:  # no KV read while we know we are paused
+            return Refusal("rate_limit", "paused after a rate limit",
+                           self.paused_for(None, now.timestamp()))
+        record, _ = await self.read()
+        self.last = record
+        if record.pause_until is not None:
+            self.local_pause_until = max(self.local_pause_until, record.pause_until.timestamp())
+        left = self.paused_for(record, now.timestamp())
+        if left > 0:
+            return Refusal("rate_limit", record.pause_reason or "paused after a rate limit", left)
+        day, month = record.spend_day.get(f"{now:%Y-%m-%d}", 0.0), record.spend_month.get(f"{now:%Y-%m}", 0.0)
+        cap_day, cap_month = self.settings.spend_cap_day_usd, self.settings.spend_cap_month_usd
+        if cap_day is not None and day >= cap_day:
+            return Refusal("spend_day", f"daily spend cap reached (${day:.2f} of ${cap_day:.2f})", None)
+        if cap_month is not None and month >= cap_month:
+            return Refusal("spend_month", f"monthly spend cap reached (${month:.2f} of ${cap_month:.2f})",
+                           None)
+        return None
+
+    async def pause(self, until: float, reason: str) -> bool:
+        """Pause every worker until `until` (unix time). True if this started a new window
+        (the caller alerts); False if a pause was already in force (it is only extended)."""
+        self.local_pause_until = max(self.local_pause_until, until)
+        for _ in range(10):
+            record, revision = await self.read()
+            now = time.time()
+            current = record.pause_until.timestamp() if record.pause_until else 0.0
+            new_window = current <= now
+            if current >= until:
+                return False
+            updated = record.model_copy(update={
+                "pause_until": datetime.fromtimestamp(until, UTC), "pause_reason": reason})
+            if await self._write(updated, revision):
+                return new_window
+        return False
+
+    async def add_spend(self, usd: float, now: datetime | None = None) -> LimitsRecord:
+        """Add a session's cost to today's and this month's totals."""
+        now = now or datetime.now(UTC)
+        day, month = f"{now:%Y-%m-%d}", f"{now:%Y-%m}"
+        record = LimitsRecord()
+        for _ in range(10):
+            record, revision = await self.read()
+            spend_day = {k: v for k, v in record.spend_day.items() if k >= f"{now:%Y-%m}-00"}
+            spend_month = dict(record.spend_month)
+            spend_day[day] = round(spend_day.get(day, 0.0) + usd, 6)
+            spend_month[month] = round(spend_month.get(month, 0.0) + usd, 6)
+            updated = record.model_copy(update={"spend_day": spend_day, "spend_month": spend_month})
+            if await self._write(updated, revision):
+                self.last = updated
+                return updated
+        return record

@@ -1,0 +1,128 @@
+"""One Claude Agent SDK session, reduced to an outcome the pipeline can act on.
+
+Outcomes: `done`; `turn_cap` (the CLI's `error_max_turns`); `budget` (`error_max_budget_usd`);
+`rate_limited` (a 429, an `api_retry` carrying a 429, or a rejected `RateLimitEvent`: the session
+is stopped at once instead of letting the CLI retry into the limit); `timeout`; `error`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SessionResult:
+    """What one session did."""
+
+    outcome: str
+    text: str = ""
+    turns: int = 0
+    cost_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    session_id: str | None = None
+    error: str | None = None
+    resets_at: float | None = None  # unix time the rate limit lifts, when the API said
+    retry_after: float | None = None
+    duration_s: float = 0.0
+    stderr: list[str] = field(default_factory=list)
+
+
+def _usage(result: SessionResult, usage: dict[str, Any] | None) -> None:
+    if usage:
+        result.input_tokens += int(usage.get("input_tokens") or 0) + int(
+            usage.get("cache_read_input_tokens") or 0) + int(usage.get("cache_creation_input_tokens") or 0)
+        result.output_tokens += int(usage.get("output_tokens") or 0)
+
+
+async def run_session(prompt: str, options: Any, *, timeout: float,
+                      on_message: Callable[[Any], Awaitable[None]] | None = None) -> SessionResult:
+    """Run `prompt` with `options` to its end, a limit, or a rate limit."""
+    from claude_agent_sdk import (
+        AssistantMessage,
+        RateLimitEvent,
+        ResultMessage,
+        SystemMessage,
+        TextBlock,
+        query,
+    )
+
+    result = SessionResult(outcome="error")
+    started = time.monotonic()
+    last_text = ""
+    seen_result = False
+    stream = query(prompt=prompt, options=options)
+    try:
+        async with asyncio.timeout(timeout):
+            async for message in stream:
+                if on_message is not None:
+                    await on_message(message)
+                if isinstance(message, AssistantMessage):
+                    texts = [b.text for b in message.content if isinstance(b, TextBlock)]
+                    if texts:
+                        last_text = "\n".join(texts)
+                elif isinstance(message, SystemMessage):
+                    if message.subtype == "init":
+                        result.session_id = message.data.get("session_id")
+                    elif message.subtype == "api_retry" and message.data.get("error_status") == 429:
+                        result.outcome, result.error = "rate_limited", "429 from the API"
+                        delay = message.data.get("retry_delay_ms")
+                        result.retry_after = float(delay) / 1000 if delay else None
+                        break
+                elif isinstance(message, RateLimitEvent):
+                    info = message.rate_limit_info
+                    if info.status == "rejected":
+                        result.outcome, result.error = "rate_limited", f"{info.rate_limit_type} limit"
+                        result.resets_at = float(info.resets_at) if info.resets_at else None
+                        break
+                elif isinstance(message, ResultMessage):
+                    seen_result = True
+                    _finish(result, message, last_text)
+                    break
+    except TimeoutError:
+        result.outcome, result.error = "timeout", f"time limit of {timeout:.0f}s reached"
+    except Exception as exc:
+        # After error_max_turns the SDK raises; the result is already recorded.
+        if not seen_result:
+            result.outcome, result.error = "error", f"{type(exc).__name__}: {exc}"[:2000]
+    finally:
+        try:
+            await stream.aclose()  # type: ignore[attr-defined]  # stops the CLI if we left early
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            log.debug("closing the session raised %r", exc)
+    if result.outcome != "rate_limited" and not seen_result and result.outcome == "error" \
+            and result.error is None:
+        result.error = "the session ended without a result"
+    if not result.text:
+        result.text = last_text
+    result.duration_s = time.monotonic() - started
+    return result
+
+
+def _finish(result: SessionResult, message: Any, last_text: str) -> None:
+    result.turns = int(message.num_turns or 0)
+    result.cost_usd = float(message.total_cost_usd or 0.0)
+    result.session_id = message.session_id or result.session_id
+    _usage(result, message.usage)
+    result.text = message.result or last_text
+    subtype = message.subtype
+    if subtype == "error_max_turns":
+        result.outcome, result.error = "turn_cap", f"reached the turn cap ({result.turns} turns)"
+    elif subtype == "error_max_budget_usd":
+        result.outcome, result.error = "budget", f"session budget spent (${result.cost_usd:.2f})"
+    elif message.is_error and message.api_error_status == 429:
+        result.outcome, result.error = "rate_limited", "429 from the API"
+    elif message.is_error:
+        result.outcome = "error"
+        result.error = "; ".join(message.errors or []) or result.text or subtype
+    else:
+        result.outcome = "done"
