@@ -163,7 +163,7 @@ class ActionsService(Service):
         """Another delivery holds the key: wait for it, or record it interrupted if it is gone."""
         request = delivery.message
         if await self._holder_alive(claim.record):
-            return RetryLater(min(60.0, 5.0 * delivery.attempt), "the same key is running")
+            return RetryLater(min(60.0, 2.0 * delivery.attempt), "the same key is running")
         cut = self._interrupted(request, f"instance {claim.record.instance} stopped while it ran")
         if await self.results.take_over(claim, cut) is None:
             return RetryLater(1.0, "the key's record changed meanwhile")

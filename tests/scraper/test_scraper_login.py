@@ -4,9 +4,9 @@ credentials escalate once and then fail fast until a person clears the site."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
-import subprocess
 import sys
 from collections.abc import Iterator
 
@@ -50,7 +50,8 @@ async def test_expired_session_is_refreshed_and_the_job_retried(
         assert first.extracted == {"title": "Members of the community", "first": "Ada Lovelace"}
         assert first.untrusted is True
         assert EMAIL not in first.text and "Signed in as [redacted]" in first.text
-        assert first.screenshot_path and os.path.getsize(first.screenshot_path) > 1000
+        assert first.screenshot_path
+        assert await asyncio.to_thread(os.path.getsize, first.screenshot_path) > 1000
         assert stat.S_IMODE(jar.stat().st_mode) == 0o600
         assert site.logins == 1
         cookies_before = jar.read_text()
@@ -109,10 +110,12 @@ async def test_wrong_credentials_escalate_once_then_fail_fast_until_cleared(
         # A person fixes the password and clears the site with the real command.
         (home / ".env").write_text(f"SITE_EMAIL={EMAIL}\nSITE_PASSWORD={PASSWORD}\n")
         env = {**os.environ, "KODA_HOME": str(home), "KODA_NATS_URL": settings.nats_url}
-        cleared = subprocess.run([sys.executable, "-m", "koda", "site", "clear", "members"],
-                                 env=env, capture_output=True, text=True, timeout=30)
-        assert cleared.returncode == 0, cleared.stderr
-        assert "members" in cleared.stdout
+        cleared = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "koda", "site", "clear", "members", env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(cleared.communicate(), timeout=30)
+        assert cleared.returncode == 0, err.decode()
+        assert out.decode().startswith("members: cleared")
 
         fixed = await ask(bus, "koda.scrape.members", job(6), ScrapeResult)
         assert fixed.ok, fixed.error
