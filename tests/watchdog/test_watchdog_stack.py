@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def test_kill_9_is_detected_restarted_verified_and_reported_once(stack: Stack) -
     assert stack.metric("watchdog", "koda_service_restarts_total", 'service="worker"') == 1.0
     assert stack.metric("watchdog", "koda_watchdog_incidents_total",
                         'class="transient",outcome="healed"') == 1.0
-    stack.wait_for(lambda: False, timeout=2) if False else None
+    time.sleep(2)  # a few more watchdog ticks and verify delays
     assert len(reports(stack, "worker")) == 1  # one report, not one per check
 
 
