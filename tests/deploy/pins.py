@@ -26,7 +26,7 @@ IMAGE_EXTRAS = ("agent", "gateway", "scraper")
 def _applies(req: Requirement, extras: set[str]) -> bool:
     if req.marker is None:
         return True
-    env = default_environment()
+    env: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
     return any(req.marker.evaluate({**env, "extra": e}) for e in (extras or {""}))
 
 
@@ -67,7 +67,7 @@ def render(pins: dict[str, str]) -> str:
 
 def read_constraints(path: Path = CONSTRAINTS) -> dict[str, str]:
     """canonical name -> version from a constraints file."""
-    out = {}
+    out: dict[str, str] = {}
     for line in path.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
