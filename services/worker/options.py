@@ -55,10 +55,10 @@ def connection(settings: KodaSettings, layout: HomeLayout) -> dict[str, str]:
 @functools.cache
 def scrub_available() -> bool:
     """The CLI's subprocess scrub runs tools under bubblewrap; without it the CLI will not start."""
-    if shutil.which("bwrap"):
+    if shutil.which("bwrap") and shutil.which("socat"):
         return True
-    log.warning("bubblewrap (bwrap) is not installed: the CLI's subprocess env scrub is off, so "
-                "Bash can see the Claude credential (never a third-party one). apt-get install bubblewrap")
+    log.warning("bubblewrap or socat is not installed: the CLI's subprocess env scrub is off, so "
+                "Bash can see the Claude credential (never a third-party one). apt-get install bubblewrap socat")
     return False
 
 
@@ -103,6 +103,14 @@ def mcp_servers(layout: HomeLayout) -> dict[str, Any]:
     return servers
 
 
+def deny_rules(home: Path) -> list[str]:
+    """Claude Code permission rules: credentials unreadable, identity and tasks not editable."""
+    root = f"/{home}"  # `//abs/path` is an absolute path in a permission rule
+    return [f"Read({root}/.env)", f"Read({root}/.env.*)", f"Read({root}/data/cookies)",
+            f"Read({root}/data/cookies/**)", f"Edit({root}/.env)", f"Edit({root}/.env.*)",
+            f"Edit({root}/data/cookies/**)", f"Edit({root}/soul.md)", f"Edit({root}/tasks.json)"]
+
+
 @dataclass
 class SessionSpec:
     """Everything one session needs besides the prompt."""
@@ -134,6 +142,7 @@ def build_options(settings: KodaSettings, layout: HomeLayout, spec: SessionSpec,
         return PermissionResultAllow()
 
     servers: dict[str, Any] = {**mcp_servers(layout), "koda": koda_server}
+    sandboxed = scrub_available()
     return ClaudeAgentOptions(
         system_prompt={"type": "preset", "preset": "claude_code", "append": spec.system_append},
         setting_sources=[],
@@ -146,6 +155,11 @@ def build_options(settings: KodaSettings, layout: HomeLayout, spec: SessionSpec,
         disallowed_tools=["WebSearch", "CronCreate", "CronDelete", "ScheduleWakeup", "EnterWorktree"],
         hooks={"PreToolUse": [HookMatcher(matcher=None, hooks=[guard_hook])]},
         can_use_tool=allow,
+        # Permission rules the CLI enforces itself; with the sandbox on, Read denies also bind
+        # every Bash command at the OS level (bubblewrap), whatever the command's spelling.
+        settings=json.dumps({"permissions": {"deny": deny_rules(home)}}),
+        sandbox={"enabled": True, "autoAllowBashIfSandboxed": True,
+                 "allowUnsandboxedCommands": False} if sandboxed else None,
         resume=spec.resume,
         stderr=stderr,
     )

@@ -88,6 +88,9 @@ class Events:
     def finished(self) -> list[Event]:
         return [e for e in self.items if e.event in ("run.finished", "run.failed")]
 
+    def finished_for(self, run_id: str) -> list[Event]:
+        return [e for e in self.finished() if e.run_id == run_id]
+
     async def wait(self, predicate: Any, timeout: float = 60.0) -> None:
         async def loop() -> None:
             while not predicate():

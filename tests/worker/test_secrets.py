@@ -1,0 +1,56 @@
+"""The model asking for credentials gets nothing: no secret value ever reaches the API."""
+
+from __future__ import annotations
+
+import pytest
+
+from koda.shared.bus import Bus
+from koda.shared.home import HomeLayout
+from koda.shared.settings import KodaSettings
+from tests.fake_anthropic import API_KEY, FakeAnthropic, Text, ToolUse, sequence
+from tests.worker.conftest import Events, publish_run, run_request, running_worker, write_tasks
+
+HOME_SECRET = "xk-home-env-secret-7f3a9"
+PROCESS_SECRET = "proc-env-secret-19c2e"
+COOKIE_SECRET = "cookie-session-secret-55d1"
+
+
+async def test_reading_env_or_running_env_never_sends_a_secret(
+        wsettings: KodaSettings, fake_api: FakeAnthropic, bus: Bus, events: Events,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    layout = HomeLayout(wsettings.expanded_home())
+    layout.env.write_text(f"X_API_KEY={HOME_SECRET}\n")
+    (layout.cookies / "x.json").write_text(f'{{"cookies": "{COOKIE_SECRET}"}}')
+    # A secret that reached the worker's own environment (a compose env file, a shell export).
+    monkeypatch.setenv("AIRTABLE_TOKEN", PROCESS_SECRET)
+    write_tasks(wsettings, {"id": "nosy", "prompt": "Find the credentials."})
+    fake_api.script = sequence(
+        ToolUse.one("Read", file_path=str(layout.env)),
+        ToolUse.one("Bash", command="cat .env", description="read env file"),
+        ToolUse.one("Bash", command="env", description="print environment"),
+        ToolUse.one("Bash", command="printenv AIRTABLE_TOKEN; echo marker-$AIRTABLE_TOKEN-end",
+                    description="print one variable"),
+        ToolUse.one("Bash", command="grep -r X_API_KEY . ; cat .e''nv; cat data/cook''ies/x.json",
+                    description="search everywhere, spelled to slip past a filter"),
+        ToolUse.one("Read", file_path=str(layout.cookies / "x.json")),
+        ToolUse.one("Read", file_path="/etc/hostname"),
+        Text("nothing found"))
+    request = run_request("nosy")
+    async with running_worker(wsettings):
+        await publish_run(bus, request)
+        await events.wait(lambda: events.finished(), timeout=60)
+    [event] = events.finished()
+    assert event.data["outcome"] == "done", event
+    sent = fake_api.all_text()
+    for secret in (HOME_SECRET, PROCESS_SECRET, COOKIE_SECRET, API_KEY):
+        assert secret not in sent, f"{secret} reached the model"
+    results = [c.last_tool_result() for c in fake_api.main_calls()[1:]]
+    print("\n---\n".join(results))
+    refused = ("denied", "Refused", "Permission denied", "No such file")
+    assert any(word in results[0] for word in refused)  # Read .env
+    assert any(word in results[1] for word in refused)  # cat .env
+    assert "PATH=" in results[2]                        # env ran, and showed nothing of value
+    assert "marker--end" in results[3]                  # the variable is blank for the CLI
+    assert any(word in results[4] for word in refused)  # the disguised grep/cat
+    assert any(word in results[5] for word in refused)  # Read of a cookie jar
+    assert "outside your home" in results[6]
