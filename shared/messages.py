@@ -100,6 +100,7 @@ class ScrapeResult(Message):
     screenshot_path: str | None = None
     error: str | None = None
     untrusted: Literal[True] = True
+    needs_human: bool = Field(default=False, description="The site's login failed; a person must act.")
 
 
 Severity = Literal["info", "warning", "error", "critical"]

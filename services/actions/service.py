@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter
@@ -33,6 +34,17 @@ from .runner import MissingSecret, ScriptRun, run_script, script_environment
 log = logging.getLogger(__name__)
 CONCURRENCY = 4
 ERROR_CHARS = 2000  # of stderr kept in a failed result's `error`
+
+
+@dataclass(frozen=True)
+class Executed:
+    """How a script run ended: the result to record, the metric outcome, and what the auth
+    retry did (`needs_human`: the scraper flagged the site, so nobody should refresh again)."""
+
+    result: ActionResult
+    outcome: str
+    auth_retry: bool = False
+    needs_human: bool = False
 
 
 class ActionsService(Service):
@@ -80,7 +92,7 @@ class ActionsService(Service):
             return await self._held(delivery, claim)
         self._running.add(request.idempotency_key)
         try:
-            result, outcome, auth_retry = await self._execute(spec, request, delivery, redact)
+            done = await self._execute(spec, request, delivery, redact)
         except asyncio.CancelledError:
             # Shutdown cut the script short (it is killed): record that, and never re-run it.
             cut = self._interrupted(request, "the actions service stopped while it ran")
@@ -89,13 +101,14 @@ class ActionsService(Service):
             raise
         finally:
             self._running.discard(request.idempotency_key)
-        await self.results.finish(claim, result)
-        await self._announce(request, result, outcome, auth_retry=auth_retry)
+        await self.results.finish(claim, done.result)
+        await self._announce(request, done.result, done.outcome, site=spec.site,
+                             auth_retry=done.auth_retry, needs_human=done.needs_human)
         return None
 
     async def _execute(self, spec: ScriptSpec, request: ActionRequest, delivery: Delivery[Any],
-                       redact: Redactor) -> tuple[ActionResult, str, bool]:
-        """Run the script (and once more after a cookie refresh); returns result and outcome."""
+                       redact: Redactor) -> Executed:
+        """Run the script, and once more after a cookie refresh if its login was rejected."""
         env_file = read_env_file(self.layout.env)
         extra = {"KODA_ACTION": request.name, "KODA_IDEMPOTENCY_KEY": request.idempotency_key}
         if request.run_id:
@@ -103,24 +116,25 @@ class ActionsService(Service):
         try:
             env = script_environment(spec, self.layout, env_file, extra)
         except MissingSecret as exc:
-            return self._result(request, ok=False, error=str(exc)), "missing_secret", False
+            return Executed(self._result(request, ok=False, error=str(exc)), "missing_secret")
         run = await run_script(spec, self.layout, env, request.args, progress=delivery.progress)
         auth_retry = False
         if run.auth_failed(spec.auth_errors):
             if not spec.site:
-                return self._from_run(request, run, redact, "auth failure; the script names no "
-                                      "site whose cookies could be refreshed"), "auth_failed", False
+                why = "auth failure; the script names no site whose cookies could be refreshed"
+                return Executed(self._from_run(request, run, redact, why), "auth_failed")
             refreshed = await self._refresh(spec.site, request, delivery)
             if not refreshed.ok:
                 why = f"auth failure; refreshing {spec.site}'s login failed: {refreshed.error}"
-                return self._from_run(request, run, redact, why), "auth_failed", False
+                return Executed(self._from_run(request, run, redact, why), "auth_failed",
+                                needs_human=refreshed.needs_human)
             auth_retry = True
             run = await run_script(spec, self.layout, env, request.args, progress=delivery.progress)
             if run.auth_failed(spec.auth_errors):
                 why = f"auth failure again after refreshing {spec.site}'s login"
-                return self._from_run(request, run, redact, why), "auth_failed", True
+                return Executed(self._from_run(request, run, redact, why), "auth_failed", True)
         outcome = "ok" if run.ok else "timeout" if run.timed_out else "failed"
-        return self._from_run(request, run, redact), outcome, auth_retry
+        return Executed(self._from_run(request, run, redact), outcome, auth_retry)
 
     async def _refresh(self, site: str, request: ActionRequest, delivery: Delivery[Any]) -> ScrapeResult:
         """Ask the scraper to log in to `site` again and wait for its answer."""
@@ -205,8 +219,9 @@ class ActionsService(Service):
         return self._result(request, ok=run.ok and why is None, exit_code=run.exit_code,
                             output=redact(run.stdout), error=redact(error) if error else None)
 
-    async def _announce(self, request: ActionRequest, result: ActionResult, outcome: str,
-                        *, auth_retry: bool = False) -> None:
+    async def _announce(self, request: ActionRequest, result: ActionResult, outcome: str, *,
+                        site: str | None = None, auth_retry: bool = False,
+                        needs_human: bool = False) -> None:
         self._count(request, outcome)
         await self._reply(request, result)
         await self.bus.emit(self.bus.event(
@@ -214,7 +229,8 @@ class ActionsService(Service):
             severity="info" if result.ok else "warning", run_id=request.run_id,
             data={"name": request.name, "idempotency_key": request.idempotency_key,
                   "ok": result.ok, "outcome": outcome, "exit_code": result.exit_code,
-                  "approval_id": request.approval_id, "auth_retry": auth_retry,
+                  "approval_id": request.approval_id, "site": site, "auth_retry": auth_retry,
+                  "needs_human": needs_human,
                   "error": (result.error or "")[:300] or None}))
 
     async def _reply(self, request: ActionRequest, result: ActionResult) -> None:

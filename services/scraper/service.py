@@ -84,6 +84,7 @@ class ScraperService(Service):
         result, outcome = await self._job(request)
         redact = redactor_for_home(self.layout.root)
         result = result.model_copy(update={
+            "needs_human": outcome in ("needs_human", "login_failed"),
             "text": redact(result.text),
             "extracted": {k: redact(v) for k, v in result.extracted.items()},
             "error": redact(result.error) if result.error else None,
@@ -99,6 +100,7 @@ class ScraperService(Service):
             severity="info" if result.ok else "warning",
             data={"site": request.site, "job_id": request.job_id, "ok": result.ok,
                   "outcome": outcome, "refresh": request.refresh, "error": result.error,
+                  "needs_human": result.needs_human,
                   "screenshot": result.screenshot_path,
                   "duration_s": round(time.monotonic() - started, 3)}))
 

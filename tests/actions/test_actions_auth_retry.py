@@ -85,4 +85,6 @@ async def test_rejected_cookies_are_refreshed_and_the_script_retried_once(
         done = {e["data"]["idempotency_key"]: e["data"] for e in await events(bus, "action.done")}
         assert done["a"]["auth_retry"] and done["b"]["auth_retry"]
         assert done["c"]["outcome"] == "auth_failed" and not done["c"]["auth_retry"]
+        # The watchdog reads these: the site is named, and a person is already needed.
+        assert done["c"]["site"] == "members" and done["c"]["needs_human"]
         assert len(await events(bus, "scrape.needs_human")) == 1

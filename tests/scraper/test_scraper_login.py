@@ -86,7 +86,7 @@ async def test_wrong_credentials_escalate_once_then_fail_fast_until_cleared(
                      {"sites.json": site.sites_json()})
     async with serving(ScraperService(settings)) as scraper:
         first = await ask(bus, "koda.scrape.members", job(1), ScrapeResult)
-        assert not first.ok and "refused" in (first.error or "")
+        assert not first.ok and first.needs_human and "refused" in (first.error or "")
         assert "an-old-password" not in (first.error or "")
         for n in (2, 3):
             later = await ask(bus, "koda.scrape.members", job(n), ScrapeResult)
