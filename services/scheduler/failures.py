@@ -39,22 +39,26 @@ class FailureCounter:
                                 max_deliver=5, ack_wait=30)
         sub = await self.bus.js.pull_subscribe(SUBJECT, durable=DURABLE, stream="EVENTS",
                                                config=config)
-        while not stop.is_set():
-            try:
-                msgs = await sub.fetch(20, timeout=5)
-            except nats.errors.TimeoutError:
-                continue
-            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
-                await asyncio.sleep(0.5)
-                continue
-            for msg in msgs:
+        try:
+            while not stop.is_set():
                 try:
-                    await self.handle(Event.from_bytes(msg.data))
-                except Exception:
-                    log.exception("could not count a run outcome")
-                    await msg.nak(delay=1)
+                    msgs = await sub.fetch(20, timeout=5)
+                except nats.errors.TimeoutError:
                     continue
-                await msg.ack()
+                except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+                    await asyncio.sleep(0.5)
+                    continue
+                for msg in msgs:
+                    try:
+                        await self.handle(Event.from_bytes(msg.data))
+                    except Exception:
+                        log.exception("could not count a run outcome")
+                        await msg.nak(delay=1)
+                        continue
+                    await msg.ack()
+        finally:
+            # An abandoned pull subscription holds the connection's drain for its full timeout.
+            await sub.unsubscribe()
 
     async def handle(self, event: Event) -> None:
         if not event.task:
