@@ -10,14 +10,17 @@ same id makes that harmless).
 from __future__ import annotations
 
 import fnmatch
+import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 
 from .bus import Bus
 from .messages import ActionRequest, ApprovalRecord
+from .secrets import Redactor, redactor_for_home
 
 log = logging.getLogger(__name__)
 REMIND_AT = 0.75  # remind when three quarters of the approval window has passed
@@ -26,6 +29,25 @@ REMIND_AT = 0.75  # remind when three quarters of the approval window has passed
 def is_gated(patterns: list[str], name: str) -> bool:
     """True if an action kind or tool name matches one of a task's `gated` globs."""
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def gated_refusal(name: str) -> str:
+    """What the agent is told when it calls a gated tool directly instead of proposing it."""
+    return (f"{name} is gated for this task: it needs a person's approval. Do not call it "
+            f"directly: propose it with the koda server's propose-action tool, saying what and why.")
+
+
+def new_proposal(task: str, run_id: str, action: str, *, args: dict[str, Any] | None = None,
+                 reason: str = "", artifact: str | None = None, timeout_minutes: int = 24 * 60,
+                 seq: int = 1, now: datetime | None = None) -> ApprovalRecord:
+    """A pending approval for `ApprovalStore.propose`, with the contract's id
+    `<run id>.<action>.<seq>` (a re-run step proposing again gets the same record) and its expiry
+    from the task's `approval_timeout_minutes`."""
+    now = now or datetime.now(UTC)
+    return ApprovalRecord(
+        id=f"{run_id}.{action}.{seq}", task=task, run_id=run_id, action=action, args=args or {},
+        reason=reason, artifact=artifact, created_at=now,
+        expires_at=now + timedelta(minutes=timeout_minutes))
 
 
 @dataclass
@@ -40,14 +62,22 @@ class Decision:
 class ApprovalStore:
     """Create, read and decide approvals; every service shares the same records through NATS."""
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, redact: Redactor | None = None) -> None:
         self.bus = bus
         self.kv = bus.kv["approvals"]
+        self.redact = redact or redactor_for_home(bus.settings.expanded_home())
 
     async def propose(self, record: ApprovalRecord) -> ApprovalRecord:
-        """Store a new pending approval (idempotent on its id) and announce it."""
-        record = record.model_copy(update={"idempotency_key": record.idempotency_key
-                                           or f"approval:{record.id}"})
+        """Store a new pending approval (idempotent on its id) and announce it.
+
+        What the agent wrote (reason, artifact, args) is redacted of secret values first: the
+        record is shown to people and copied into events.
+        """
+        args = json.loads(self.redact(json.dumps(record.args))) if record.args else {}
+        record = record.model_copy(update={
+            "idempotency_key": record.idempotency_key or f"approval:{record.id}",
+            "reason": self.redact(record.reason), "args": args,
+            "artifact": self.redact(record.artifact) if record.artifact else record.artifact})
         try:
             await self.kv.create(record.id, record.to_bytes())
         except KeyWrongLastSequenceError:
@@ -84,6 +114,29 @@ class ApprovalStore:
 
     async def pending(self) -> list[ApprovalRecord]:
         return [r for r in await self.all() if r.status == "pending"]
+
+    async def find_by_message(self, message_id: int) -> ApprovalRecord | None:
+        """The approval whose Discord message is `message_id` (a reaction names only the message)."""
+        return next((r for r in await self.all() if r.discord_message_id == message_id), None)
+
+    async def note_message(self, approval_id: str, channel_id: int, message_id: int) -> bool:
+        """Remember where the gateway posted an approval; never touches status or decision.
+
+        Returns False when the record already names a message (another post won) or is gone.
+        """
+        for _ in range(5):
+            got = await self.get(approval_id)
+            if got is None or got[0].discord_message_id is not None:
+                return False
+            record, revision = got
+            noted = record.model_copy(update={"discord_channel_id": channel_id,
+                                              "discord_message_id": message_id})
+            try:
+                await self.kv.update(approval_id, noted.to_bytes(), last=revision)
+                return True
+            except KeyWrongLastSequenceError:
+                continue
+        return False
 
     async def decide(self, approval_id: str, approve: bool, who: str,
                      now: datetime | None = None) -> Decision:

@@ -1,15 +1,159 @@
-"""Gateway: the Discord bot and the web console (issue 4).
+"""Gateway: where people meet Koda. The web console always; the Discord bot when a token is set.
 
-Until then it starts, heartbeats and serves /healthz and /metrics like every service.
+Loops it runs beside the base service's heartbeat: the console (uvicorn, on its own port), the
+approval sweeper (reminders, expiry, re-dispatch of an approval cut short by a crash), and with
+Discord: the bot, the audit-log consumer that turns events into messages, and the daily digest.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import warnings
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from koda.shared.home import HomeLayout
 from koda.shared.service import Service
+
+from .auth import ConsoleAuth, console_token
+from .context import GatewayContext
+from .desk import ApprovalDesk
+
+if TYPE_CHECKING:
+    from .discord_bot import KodaBot
+
+log = logging.getLogger(__name__)
 
 
 class GatewayService(Service):
     name = "gateway"
+
+    bot: KodaBot | None = None
+    console_error: str | None = None
+
+    async def setup(self) -> None:
+        self.desk = ApprovalDesk(self.bus, self.registry)
+        self.ctx = GatewayContext(self.settings, self.bus, HomeLayout(self.settings.expanded_home()),
+                                  self.desk, self.redact)
+        self.redact.add([console_token(self.settings)])
+        await self._start_console()
+        redispatched = await self.desk.store.dispatch_pending()
+        if redispatched:
+            log.info("re-published approved actions cut short", extra={"count": redispatched})
+        await self.desk.refresh()
+        if self.settings.discord_token is None or not self.settings.discord_token.get_secret_value():
+            log.info("Discord bot off: KODA_DISCORD_TOKEN is not set (the console still runs)")
+            return
+        with warnings.catch_warnings():
+            # discord.py imports audioop for voice (deprecated since 3.11); Koda uses no voice.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from .discord_bot import KodaBot, point_at
+
+        point_at(self.settings.discord_api_base, self.settings.discord_gateway_url)
+        self.bot = KodaBot(self.ctx)
+        self.stack.push_async_callback(self._close_bot)
+
+    async def _start_console(self) -> None:
+        from .console import ConsoleServer, build_app
+
+        port = self.settings.console_listen_port()
+        server = ConsoleServer(build_app(self.ctx, ConsoleAuth(console_token(self.settings))),
+                               self.settings.http_host, port)
+        try:
+            await server.start()
+        except OSError as exc:
+            # A busy port must not take approvals (Discord, expiry) down with it: say so loudly.
+            self.console_error = f"cannot listen on {self.settings.http_host}:{port}: {exc}"
+            log.error("console not started", extra={"error": self.console_error})
+            return
+        self.stack.push_async_callback(server.stop)
+        log.info("console listening", extra={"port": port})
+
+    async def _close_bot(self) -> None:
+        if self.bot is not None and not self.bot.is_closed():
+            await self.bot.close()
+
+    def health_detail(self) -> dict[str, Any]:
+        return {"console": self.console_error or "ok",
+                "discord": "off" if self.bot is None else
+                ("connected" if self.bot.is_ready() else "connecting")}
+
+    async def run(self) -> None:
+        loops = [self._sweep_loop()]
+        if self.bot is not None:
+            from .events import consume_events
+
+            token = self.settings.discord_token.get_secret_value()  # type: ignore[union-attr]
+            loops += [self._bot_loop(token), consume_events(self.bus, self._deliver, self.stopping),
+                      self._digest_loop()]
+        tasks = [asyncio.create_task(loop) for loop in loops]
+        try:
+            await self.stopping.wait()
+        finally:
+            await self._close_bot()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _bot_loop(self, token: str) -> None:
+        assert self.bot is not None
+        try:
+            await self.bot.start(token, reconnect=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("Discord bot stopped: %s", self.redact(f"{type(exc).__name__}: {exc}"),
+                      exc_info=True)
+
+    async def _deliver(self, event: Any) -> None:
+        assert self.bot is not None
+        if not self.bot.ready.is_set():
+            raise RuntimeError("Discord not connected yet")
+        await self.bot.deliver(event)
+
+    async def _sweep_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                await self.desk.sweep()
+                if self.bot is not None and self.bot.ready.is_set():
+                    await self.bot.post_pending()
+            except Exception:
+                log.exception("approval sweep failed")
+            try:
+                await asyncio.wait_for(self.stopping.wait(), self.settings.approval_sweep_interval)
+            except TimeoutError:
+                pass
+
+    async def _digest_loop(self) -> None:
+        zone = ZoneInfo(self.settings.timezone)
+        while not self.stopping.is_set():
+            now = datetime.now(zone)
+            due = now.replace(hour=self.settings.digest_hour, minute=0, second=0, microsecond=0)
+            if due <= now:
+                due += timedelta(days=1)
+            try:
+                await asyncio.wait_for(self.stopping.wait(), (due - now).total_seconds())
+                return
+            except TimeoutError:
+                pass
+            await self.post_digest(datetime.now(UTC) - timedelta(days=1))
+
+    async def post_digest(self, since: datetime) -> str:
+        """Post the digest of everything since `since` to the reports channel; returns its text."""
+        from . import reports
+        from .events import events_since
+
+        assert self.bot is not None
+        events = await events_since(self.bus, since)
+        text = reports.digest_text(events, await self.desk.refresh(), self.redact,
+                                   datetime.now(ZoneInfo(self.settings.timezone)).date().isoformat())
+        try:
+            await self.bot.send(self.settings.discord_reports_channel, text)
+        except Exception:
+            log.exception("could not post the daily digest")
+        return text
 
 
 SERVICE = GatewayService

@@ -1,0 +1,99 @@
+"""Reading the audit log (EVENTS) for Discord: a durable consumer of its own, and a look back.
+
+The gateway's consumer `gateway-events` is separate from any other service's, so every event
+reaches Discord once whatever else reads the stream. It starts at new events when first created
+(pending approvals are recovered from the approvals KV, not from history). An event that cannot
+be delivered (Discord down, bot not connected yet) is retried with a delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+import nats
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from koda.shared.bus import Bus
+from koda.shared.messages import Event
+
+log = logging.getLogger(__name__)
+DURABLE = "gateway-events"
+MAX_DELIVER = 20
+#: What the bot acts on; the rest of the audit log is not its business.
+SUBJECTS = ("approval.", "run.finished", "run.failed", "alert", "incident.")
+
+
+def wanted(kind: str) -> bool:
+    return kind.startswith(SUBJECTS)
+
+
+async def consume_events(bus: Bus, deliver: Callable[[Event], Awaitable[None]],
+                         stop: asyncio.Event, retry_delay: float = 3.0) -> None:
+    """Hand each wanted event to `deliver` until `stop`; a failure is retried later."""
+    config = ConsumerConfig(durable_name=DURABLE, ack_policy=AckPolicy.EXPLICIT, ack_wait=60,
+                            max_deliver=MAX_DELIVER, deliver_policy=DeliverPolicy.NEW,
+                            filter_subject="koda.events.>")
+    sub = await bus.js.pull_subscribe("koda.events.>", durable=DURABLE, stream="EVENTS",
+                                      config=config)
+    try:
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(10, timeout=0.5)
+            except nats.errors.TimeoutError:
+                continue
+            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                try:
+                    event = Event.from_bytes(msg.data)
+                except ValueError:
+                    await msg.term()
+                    continue
+                if not wanted(event.event):
+                    await msg.ack()
+                    continue
+                try:
+                    await deliver(event)
+                except Exception as exc:
+                    attempt = msg.metadata.num_delivered
+                    log.warning("could not deliver event to Discord",
+                                extra={"event": event.event, "attempt": attempt,
+                                       "error": f"{type(exc).__name__}: {exc}"})
+                    if attempt >= MAX_DELIVER:
+                        await msg.term()
+                    else:
+                        await msg.nak(delay=retry_delay)
+                    continue
+                await msg.ack()
+    finally:
+        try:
+            await sub.unsubscribe()
+        except Exception:
+            pass
+
+
+async def events_since(bus: Bus, since: datetime, limit: int = 5000) -> list[Event]:
+    """Events from `since` until now, read with a throwaway ordered consumer."""
+    sub = await bus.js.subscribe("koda.events.>", ordered_consumer=True,
+                                 config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME,
+                                                       opt_start_time=since))
+    out: list[Event] = []
+    try:
+        while len(out) < limit:
+            try:
+                msg = await sub.next_msg(timeout=0.5)
+            except nats.errors.TimeoutError:
+                break
+            try:
+                out.append(Event.from_bytes(msg.data))
+            except ValueError:
+                continue
+            if msg.metadata.num_pending == 0:
+                break
+    finally:
+        await sub.unsubscribe()
+    return out

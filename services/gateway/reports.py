@@ -1,0 +1,127 @@
+"""The words the gateway posts: approval requests and outcomes, run reports, alerts, the digest.
+
+Pure functions from records and events to text, each passed through the Redactor last, so no
+secret value reaches Discord whatever a record or an agent's output contains.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from datetime import datetime
+
+from koda.shared.messages import ApprovalRecord, Event
+from koda.shared.secrets import Redactor
+
+LIMIT = 1900  # Discord allows 2,000 characters per message
+ICONS = {"approved": "✅", "rejected": "❌", "expired": "⌛", "pending": "⏳"}
+SEVERITY_ICONS = {"info": "📣", "warning": "⚠️", "error": "🛑", "critical": "🚨"}
+
+
+def clip(text: str, limit: int = LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _ts(when: datetime | None) -> str:
+    return f"<t:{int(when.timestamp())}:R>" if when else "never"
+
+
+def approval_text(record: ApprovalRecord, redact: Redactor) -> str:
+    """The approval message: what, for which task and run, why, the artifact, the deadline."""
+    lines = [f"{ICONS.get(record.status, '')} **Approval needed:** `{record.action}` "
+             f"for task `{record.task}` (run `{record.run_id}`)"]
+    if record.reason:
+        lines.append(f"**Why:** {record.reason}")
+    if record.artifact:
+        lines.append(f"**Artifact:** `{record.artifact}`")
+    if record.args:
+        lines.append(f"**Args:** ```{clip(json.dumps(record.args, indent=1, default=str), 700)}```")
+    lines.append(f"**Expires:** {_ts(record.expires_at)} · id `{record.id}`")
+    if record.status != "pending":
+        who = record.decided_by or "?"
+        who = f"<@{who}>" if who.isdigit() else who
+        lines.append(f"\n{ICONS.get(record.status, '')} **{record.status.capitalize()}** by {who} "
+                     f"{_ts(record.decided_at)}")
+    else:
+        lines.append("Approve or reject with the buttons, or react ✅ / ❌.")
+    return redact(clip("\n".join(lines)))
+
+
+def reminder_text(record: ApprovalRecord, redact: Redactor) -> str:
+    return redact(f"⏰ Reminder: `{record.action}` for `{record.task}` still needs a decision; "
+                  f"it expires {_ts(record.expires_at)} and is then rejected.")
+
+
+def run_report(event: Event, redact: Redactor) -> str:
+    """A `run.finished` / `run.failed` report for the reports channel."""
+    data = event.data
+    outcome = str(data.get("outcome", "failed" if event.event == "run.failed" else "done"))
+    icon = "✅" if outcome == "done" else "🛑"
+    parts = [f"{icon} **{event.task or '?'}** `{event.run_id or ''}`: {outcome}"]
+    facts = []
+    if data.get("turns") is not None:
+        facts.append(f"{data['turns']} turns")
+    if data.get("cost_usd") is not None:
+        facts.append(f"${float(data['cost_usd']):.4f}")
+    if data.get("duration_s") is not None:
+        facts.append(f"{float(data['duration_s']):.1f} s")
+    if facts:
+        parts[0] += " (" + ", ".join(facts) + ")"
+    if data.get("error"):
+        parts.append(f"Error: {data['error']}")
+    artifacts = data.get("artifacts") or []
+    if artifacts:
+        parts.append("Artifacts: " + ", ".join(f"`{a}`" for a in artifacts[:10]))
+    if data.get("result"):
+        parts.append(str(data["result"]))
+    return redact(clip("\n".join(parts)))
+
+
+def chat_answer(event: Event, redact: Redactor) -> str:
+    """The answer of a chat run, for the thread it came from."""
+    result = event.data.get("result") or event.summary or "(no answer)"
+    if event.event == "run.failed" or event.data.get("outcome") not in (None, "done"):
+        result = f"🛑 {event.data.get('outcome', 'failed')}: {event.data.get('error') or result}"
+    return redact(clip(str(result)))
+
+
+def alert_text(event: Event, redact: Redactor) -> str:
+    """An `alert` or `incident.*` event for the alerts channel."""
+    icon = SEVERITY_ICONS.get(event.severity, "")
+    kind = event.data.get("kind") or event.event
+    head = f"{icon} **{event.event}** ({kind})" + (f" task `{event.task}`" if event.task else "")
+    return redact(clip(f"{head}\n{event.summary}"))
+
+
+def digest_text(events: Iterable[Event], pending: list[ApprovalRecord], redact: Redactor,
+                day: str) -> str:
+    """The daily digest: runs by outcome and task, spend, alerts, approvals still waiting."""
+    outcomes: Counter[str] = Counter()
+    by_task: Counter[str] = Counter()
+    cost = 0.0
+    alerts = 0
+    failed: list[str] = []
+    for event in events:
+        if event.event in ("run.finished", "run.failed"):
+            outcome = str(event.data.get("outcome", "failed" if event.event == "run.failed"
+                                         else "done"))
+            outcomes[outcome] += 1
+            by_task[event.task or "?"] += 1
+            cost += float(event.data.get("cost_usd") or 0)
+            if outcome != "done":
+                failed.append(f"`{event.task}` {outcome}")
+        elif event.event == "alert" or event.event.startswith("incident.opened"):
+            alerts += 1
+    total = sum(outcomes.values())
+    lines = [f"📋 **Daily digest {day}**",
+             f"Runs: {total}" + (" (" + ", ".join(f"{n} {o}" for o, n in outcomes.most_common())
+                                 + ")" if total else ""),
+             f"Spend: ${cost:.2f}", f"Alerts: {alerts}"]
+    if by_task:
+        lines.append("By task: " + ", ".join(f"`{t}` {n}" for t, n in by_task.most_common(10)))
+    if failed:
+        lines.append("Not done: " + ", ".join(failed[:10]))
+    lines.append(f"Pending approvals: {len(pending)}"
+                 + ("".join(f"\n• `{r.action}` for `{r.task}`" for r in pending[:10])))
+    return redact(clip("\n".join(lines)))

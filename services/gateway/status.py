@@ -1,0 +1,215 @@
+"""What the console and `/koda status` show: services, tasks, runs, read from the bus and home.
+
+Everything here only reads. Run records and logs are files the worker writes under
+`data/runs/` (a `<run id>.json` record, or a `<run id>/` folder) with artifacts under
+`data/drafts/<run id>/`; the reader tolerates either shape and any missing piece.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from nats.js.errors import KeyNotFoundError, NoKeysError
+
+from koda.shared import cron
+from koda.shared.bus import Bus
+from koda.shared.health import read_heartbeats
+from koda.shared.home import HomeLayout
+from koda.shared.messages import RunLedgerEntry, SchedulerFire
+from koda.shared.settings import SERVICES
+
+from .controls import load_tasks_or_none
+
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+MAX_FILE_BYTES = 256 * 1024
+
+
+@dataclass
+class ServiceRow:
+    name: str
+    instances: int
+    age_s: float | None
+    status: str
+
+
+@dataclass
+class TaskRow:
+    id: str
+    cron: str | None
+    enabled: bool
+    next_fire: datetime | None
+    last_fire: datetime | None
+    last_run: RunLedgerEntry | None
+    paused_by: str | None
+    gated: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunRow:
+    run_id: str
+    task: str
+    outcome: str
+    when: str
+    record: dict[str, Any]
+
+
+async def services(bus: Bus, now: datetime | None = None) -> list[ServiceRow]:
+    """One row per known service: live instances and the age of the newest heartbeat."""
+    now = now or datetime.now(UTC)
+    beats = await read_heartbeats(bus)
+    rows = []
+    for name in SERVICES:
+        mine = [b for b in beats if b.service == name]
+        age = min(((now - b.at).total_seconds() for b in mine), default=None)
+        fresh = age is not None and age < bus.settings.heartbeat_ttl
+        status = (mine[0].status if len(mine) == 1 else "ok") if fresh else "down"
+        rows.append(ServiceRow(name, len(mine), None if age is None else max(0.0, age), status))
+    return rows
+
+
+async def _kv_json(bus: Bus, bucket: str, key: str) -> bytes | None:
+    try:
+        entry = await bus.kv[bucket].get(key)
+    except KeyNotFoundError:
+        return None
+    return entry.value or None
+
+
+async def ledger(bus: Bus) -> list[RunLedgerEntry]:
+    """The `runs` KV, newest first."""
+    kv = bus.kv["runs"]
+    try:
+        keys = await kv.keys()
+    except NoKeysError:
+        return []
+    out = []
+    for key in keys:
+        raw = await _kv_json(bus, "runs", key)
+        if raw:
+            try:
+                out.append(RunLedgerEntry.from_bytes(raw))
+            except ValueError:
+                continue
+    return sorted(out, key=lambda e: e.updated_at, reverse=True)
+
+
+async def tasks(bus: Bus, home: HomeLayout, now: datetime | None = None
+                ) -> tuple[list[TaskRow], str | None]:
+    """Every task with its next fire, last fire, last run and pause; plus a tasks.json error."""
+    now = now or datetime.now(UTC)
+    parsed, error = load_tasks_or_none(home)
+    if parsed is None:
+        return [], error
+    runs = await ledger(bus)
+    rows = []
+    for task in parsed.tasks:
+        spec = task.cron_spec()
+        next_fire = (cron.next_fire(spec, now, task.zone(parsed.timezone))
+                     if spec and task.enabled else None)
+        fire_raw = await _kv_json(bus, "scheduler", f"fire.{task.id}")
+        pause_raw = await _kv_json(bus, "scheduler", f"pause.{task.id}")
+        pause = json.loads(pause_raw) if pause_raw else None
+        rows.append(TaskRow(
+            id=task.id, cron=task.cron, enabled=task.enabled, next_fire=next_fire,
+            last_fire=SchedulerFire.from_bytes(fire_raw).last_fire if fire_raw else None,
+            last_run=next((r for r in runs if r.task == task.id), None),
+            paused_by=pause.get("paused_by") if pause else None, gated=list(task.gated)))
+    return rows, error
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _record_path(home: HomeLayout, run_id: str) -> Path | None:
+    for candidate in (home.runs / f"{run_id}.json", home.runs / run_id / "record.json",
+                      home.runs / run_id / "run.json"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def runs(home: HomeLayout, limit: int = 100) -> list[RunRow]:
+    """Run records from `data/runs/`, newest first."""
+    if not home.runs.is_dir():
+        return []
+    found: dict[str, Path] = {}
+    for path in home.runs.iterdir():
+        run_id = path.name[:-5] if path.suffix == ".json" else path.name
+        record = _record_path(home, run_id) if RUN_ID.match(run_id) else None
+        if record is not None:
+            found[run_id] = record
+    rows = []
+    for run_id, path in found.items():
+        data = _read_json(path) or {}
+        when = str(data.get("finished_at") or data.get("started_at") or "")
+        rows.append(RunRow(run_id, str(data.get("task", run_id.split(".")[0])),
+                           str(data.get("outcome") or data.get("status") or "?"), when, data))
+    rows.sort(key=lambda r: (r.when, r.run_id), reverse=True)
+    return rows[:limit]
+
+
+@dataclass
+class RunDetail:
+    run_id: str
+    record: dict[str, Any] | None
+    logs: dict[str, str]
+    artifacts: list[str]
+
+
+def _inside(root: Path, path: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def read_text(path: Path) -> str:
+    """A file's text for display, cut at MAX_FILE_BYTES; binary files are described, not shown."""
+    data = path.read_bytes()[:MAX_FILE_BYTES]
+    if b"\0" in data[:4096]:
+        return f"(binary file, {path.stat().st_size} bytes)"
+    return data.decode("utf-8", "replace")
+
+
+def run_detail(home: HomeLayout, run_id: str) -> RunDetail | None:
+    """A run's record, its logs (text files in `data/runs/<run id>/`) and artifact names."""
+    if not RUN_ID.match(run_id) or ".." in run_id:
+        return None
+    record_path = _record_path(home, run_id)
+    folder = home.runs / run_id
+    drafts = home.drafts / run_id
+    if record_path is None and not folder.is_dir() and not drafts.is_dir():
+        return None
+    logs = {}
+    if folder.is_dir():
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and _inside(home.runs, path) and path != record_path:
+                logs[path.relative_to(folder).as_posix()] = read_text(path)
+    for extra in (home.runs / f"{run_id}.log", home.runs / f"{run_id}.md"):
+        if extra.is_file():
+            logs[extra.name] = read_text(extra)
+    artifacts = ([p.relative_to(drafts).as_posix() for p in sorted(drafts.rglob("*"))
+                  if p.is_file()] if drafts.is_dir() else [])
+    return RunDetail(run_id, _read_json(record_path) if record_path else None, logs, artifacts)
+
+
+def artifact_path(home: HomeLayout, run_id: str, name: str) -> Path | None:
+    """The artifact file `name` of a run, or None if it is not inside the run's drafts folder."""
+    if not RUN_ID.match(run_id) or ".." in run_id:
+        return None
+    drafts = home.drafts / run_id
+    path = drafts / name
+    if not path.is_file() or not _inside(drafts, path):
+        return None
+    return path

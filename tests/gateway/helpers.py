@@ -1,0 +1,58 @@
+"""Small readers shared by the gateway tests."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import nats
+
+from koda.shared.bus import Bus
+from koda.shared.messages import ActionRequest, Event
+
+
+async def actions_published(bus: Bus, action: str) -> list[ActionRequest]:
+    """Every message waiting on `koda.actions.<action>` (nothing consumes ACTIONS in these tests)."""
+    info = await bus.js.stream_info("ACTIONS", subjects_filter=f"koda.actions.{action}")
+    count = (info.state.subjects or {}).get(f"koda.actions.{action}", 0)
+    out = []
+    if count:
+        first = info.state.first_seq
+        for seq in range(first, info.state.last_seq + 1):
+            try:
+                msg = await bus.js.get_msg("ACTIONS", seq)
+            except nats.js.errors.NotFoundError:
+                continue
+            if msg.subject == f"koda.actions.{action}" and msg.data:
+                out.append(ActionRequest.from_bytes(msg.data))
+    return out
+
+
+async def all_events(bus: Bus) -> list[Event]:
+    info = await bus.js.stream_info("EVENTS")
+    out = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        try:
+            msg = await bus.js.get_msg("EVENTS", seq)
+        except nats.js.errors.NotFoundError:
+            continue
+        if msg.data:
+            out.append(Event.from_bytes(msg.data))
+    return out
+
+
+async def eventually(predicate: Any, timeout: float = 10.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+def buttons(message: dict[str, Any]) -> list[str]:
+    """The custom ids of a message's buttons."""
+    return [c.get("custom_id", "") for row in message.get("components") or []
+            for c in row.get("components", [])]

@@ -1,0 +1,162 @@
+"""Approvals on Discord: real discord.py against the fake Discord, the real approvals KV."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from datetime import UTC, datetime, timedelta
+
+from koda.shared.approvals import ApprovalStore
+from koda.shared.bus import Bus
+from koda.shared.messages import ApprovalRecord
+from tests.fake_discord import FakeDiscord
+
+from .conftest import APPROVER, STRANGER, Propose, RunningGateway
+from .helpers import actions_published, buttons, eventually
+
+
+async def posted_message(fake: FakeDiscord, approval_id: str) -> dict:
+    def find() -> dict | None:
+        return next((m for m in fake.posted("approvals")
+                     if f"koda:approve:{approval_id}" in buttons(m)), None)
+    return await fake.wait_for(find)
+
+
+async def test_approval_is_posted_with_buttons_and_an_approver_click_runs_it_once(
+        gateway: RunningGateway, fake_discord: FakeDiscord, propose: Propose, bus: Bus) -> None:
+    record = await propose()
+    message = await posted_message(fake_discord, record.id)
+    assert buttons(message) == [f"koda:approve:{record.id}", f"koda:reject:{record.id}"]
+    assert "video.publish" in message["content"] and "New video is ready" in message["content"]
+
+    # Someone not on the allowlist: told so privately, and nothing changes.
+    refused = await fake_discord.click(message["id"], f"koda:approve:{record.id}", STRANGER)
+    answer = await fake_discord.response(refused)
+    assert answer["type"] == 4 and answer["data"]["flags"] & 64  # ephemeral message
+    assert "not on" in answer["data"]["content"]
+    store = ApprovalStore(bus)
+    assert (await store.get(record.id))[0].status == "pending"  # type: ignore[index]
+    assert buttons(fake_discord.messages[message["id"]])
+    assert await actions_published(bus, "video.publish") == []
+
+    # An approver: the message shows the outcome, the action is published once.
+    as_seen = copy.deepcopy(fake_discord.messages[message["id"]])
+    clicked = await fake_discord.click(message["id"], f"koda:approve:{record.id}", APPROVER)
+    update = await fake_discord.response(clicked)
+    assert update["type"] == 7  # the clicked message itself is updated
+    assert "Approved" in update["data"]["content"] and update["data"]["components"] == []
+    decided = (await store.get(record.id))[0]  # type: ignore[index]
+    assert decided.status == "approved" and decided.decided_by == str(APPROVER)
+    assert decided.dispatched
+    published = await actions_published(bus, "video.publish")
+    assert len(published) == 1
+    assert published[0].idempotency_key == f"approval:{record.id}"
+    assert published[0].approval_id == record.id and published[0].args["title"] == "Week 12"
+
+    # A second click, by the approver again: nothing more happens.
+    assert buttons(fake_discord.messages[message["id"]]) == []
+    again = await fake_discord.click(message["id"], f"koda:approve:{record.id}", APPROVER,
+                                     as_seen=as_seen)
+    repeat = await fake_discord.response(again)
+    assert repeat["data"]["flags"] & 64 and "already approved" in repeat["data"]["content"]
+    await asyncio.sleep(0.3)
+    assert len(await actions_published(bus, "video.publish")) == 1
+    assert gateway.service is not None
+    assert gateway.service.desk.total.labels("approved")._value.get() == 1
+
+
+async def test_two_clicks_at_once_give_one_action(
+        gateway: RunningGateway, fake_discord: FakeDiscord, propose: Propose, bus: Bus) -> None:
+    record = await propose()
+    message = await posted_message(fake_discord, record.id)
+    as_seen = copy.deepcopy(message)
+    first, second = await asyncio.gather(
+        fake_discord.click(message["id"], f"koda:approve:{record.id}", APPROVER, as_seen),
+        fake_discord.click(message["id"], f"koda:reject:{record.id}", APPROVER, as_seen))
+    answers = [await fake_discord.response(first), await fake_discord.response(second)]
+    assert sorted(a["type"] for a in answers) == [4, 7]  # one decided, one told "already"
+    status = (await ApprovalStore(bus).get(record.id))[0].status  # type: ignore[index]
+    expected = 1 if status == "approved" else 0
+    await asyncio.sleep(0.3)
+    assert len(await actions_published(bus, "video.publish")) == expected
+
+
+async def test_reactions_decide_for_approvers_only(
+        gateway: RunningGateway, fake_discord: FakeDiscord, propose: Propose, bus: Bus) -> None:
+    approve_me, reject_me = await propose(), await propose()
+    m1 = await posted_message(fake_discord, approve_me.id)
+    m2 = await posted_message(fake_discord, reject_me.id)
+    store = ApprovalStore(bus)
+
+    await fake_discord.react(m1["id"], "✅", STRANGER)
+    await asyncio.sleep(0.5)
+    assert (await store.get(approve_me.id))[0].status == "pending"  # type: ignore[index]
+
+    await fake_discord.react(m1["id"], "✅", APPROVER)
+    await fake_discord.react(m2["id"], "❌", APPROVER)
+    await fake_discord.wait_for(lambda: "Approved" in fake_discord.messages[m1["id"]]["content"])
+    await fake_discord.wait_for(lambda: "Rejected" in fake_discord.messages[m2["id"]]["content"])
+    assert buttons(fake_discord.messages[m1["id"]]) == []
+    assert (await store.get(reject_me.id))[0].status == "rejected"  # type: ignore[index]
+    published = await actions_published(bus, "video.publish")
+    assert [p.approval_id for p in published] == [approve_me.id]
+
+
+async def test_a_restarted_gateway_resolves_a_click_on_an_earlier_post(
+        gateway: RunningGateway, fake_discord: FakeDiscord, propose: Propose, bus: Bus) -> None:
+    record = await propose()
+    message = await posted_message(fake_discord, record.id)
+    await gateway.restart()
+    assert fake_discord.identified == 2
+    # The new process does not post it again: the record remembers its message.
+    await asyncio.sleep(0.5)
+    assert len([m for m in fake_discord.posted("approvals") if buttons(m)]) == 1
+
+    clicked = await fake_discord.click(message["id"], f"koda:approve:{record.id}", APPROVER)
+    assert (await fake_discord.response(clicked))["type"] == 7
+    assert len(await actions_published(bus, "video.publish")) == 1
+
+
+async def test_proposals_made_while_the_gateway_is_down_are_posted_when_it_starts(
+        gw_settings: object, fake_discord: FakeDiscord, propose: Propose) -> None:
+    record = await propose()
+    running = RunningGateway(gw_settings)  # type: ignore[arg-type]
+    await running.start()
+    try:
+        await posted_message(fake_discord, record.id)
+    finally:
+        await running.stop()
+
+
+async def test_expiry_reminds_once_then_rejects(
+        gateway: RunningGateway, fake_discord: FakeDiscord, bus: Bus) -> None:
+    now = datetime.now(UTC)
+    # A 12 s window of which 10 s have passed: past the reminder point, expiring in 2 s.
+    record = await ApprovalStore(bus).propose(ApprovalRecord(
+        id="publish-video.m1.video.publish.1", task="publish-video", run_id="publish-video.m1",
+        action="video.publish", reason="ready", created_at=now - timedelta(seconds=10),
+        expires_at=now + timedelta(seconds=2)))
+    message = await posted_message(fake_discord, record.id)
+    as_seen = copy.deepcopy(message)  # what a person's client still shows
+
+    def reminders() -> list[dict]:
+        return [m for m in fake_discord.posted("approvals") if "Reminder" in m["content"]]
+
+    await fake_discord.wait_for(reminders)
+    await fake_discord.wait_for(lambda: "Expired" in fake_discord.messages[message["id"]]["content"])
+    assert len(reminders()) == 1
+    assert buttons(fake_discord.messages[message["id"]]) == []
+    stored = (await ApprovalStore(bus).get(record.id))[0]  # type: ignore[index]
+    assert stored.status == "expired" and stored.decided_by == "expiry"
+
+    # A click after expiry (from a client that still shows the buttons) changes nothing.
+    late = await fake_discord.click(message["id"], f"koda:approve:{record.id}", APPROVER,
+                                    as_seen=as_seen)
+    assert "already expired" in (await fake_discord.response(late))["data"]["content"]
+    assert await actions_published(bus, "video.publish") == []
+    assert await eventually(lambda: _expired_counted(gateway))
+
+
+async def _expired_counted(gateway: RunningGateway) -> bool:
+    assert gateway.service is not None
+    return bool(gateway.service.desk.total.labels("expired")._value.get() == 1)
