@@ -13,6 +13,7 @@ from .home import LEARNINGS_CAP, HomeLayout
 from .jsonpos import dotted, value_lines
 from .scripts import McpServersFile, ScriptManifest
 from .secrets import read_env_file
+from .sites import load_sites
 from .tasks import TasksFile, load_tasks
 
 CLAUDE_CREDENTIALS = ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN")
@@ -98,6 +99,10 @@ def check_home(layout: HomeLayout, environ: dict[str, str] | None = None) -> lis
             load_config(layout.mcp_servers, McpServersFile)
         except ConfigError as exc:
             problems += exc.problems
+    try:
+        load_sites(layout.sites)
+    except ConfigError as exc:
+        problems += exc.problems
     if layout.learnings.exists():
         count = len(layout.learnings.read_text(encoding="utf-8").splitlines())
         if count > LEARNINGS_CAP:

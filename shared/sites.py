@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from koda.shared.configfile import load_config
+from .configfile import load_config
 
 SITE_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -69,7 +70,9 @@ class LoginRecipe(_Model):
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
         for name in value.values():
             if not re.match(ENV_NAME, name):
-                raise ValueError(f"{name!r} is not a .env entry name (give the name, not a value)")
+                # Never echo it: someone may have pasted the password itself here.
+                raise ValueError("each value must be the NAME of a .env entry (letters, digits, _), "
+                                 "never the credential itself")
         return value
 
 
@@ -92,15 +95,9 @@ class Site(_Model):
 
 class SitesFile(_Model):
     schema_ref: str | None = Field(default=None, alias="$schema")
-    sites: dict[str, Site] = Field(default_factory=dict)
-
-    @field_validator("sites")
-    @classmethod
-    def _names(cls, value: dict[str, Site]) -> dict[str, Site]:
-        for name in value:
-            if not re.match(SITE_NAME, name):
-                raise ValueError(f"site name {name!r}: use lowercase letters, digits, - and _")
-        return value
+    #: Names are subject tokens and file names: lowercase letters, digits, - and _.
+    sites: dict[Annotated[str, StringConstraints(pattern=SITE_NAME)], Site] = Field(
+        default_factory=dict)
 
 
 def load_sites(path: Path) -> SitesFile:

@@ -85,7 +85,7 @@ def script_environment(spec: ScriptSpec, layout: HomeLayout, env_file: dict[str,
         env["KODA_COOKIES"] = str(layout.cookies / f"{spec.site}.json")
     env.update(extra)
     for name in spec.secrets:
-        if name not in env_file:
+        if not env_file.get(name):  # the template's `NAME=` placeholders count as unset
             raise MissingSecret(spec.name, name)
         env[name] = env_file[name]
     return env

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .sites import LoginWall, Site
+from koda.shared.sites import LoginWall, Site
 
 NAV_TIMEOUT_MS = 20_000
 

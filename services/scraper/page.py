@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from koda.shared.messages import ScrapeRequest
+from koda.shared.sites import Site
 
 from .login import open_page
-from .sites import Site
 
 #: Text kept of a page: results travel in 1 MiB messages.
 MAX_TEXT_CHARS = 200_000

@@ -25,13 +25,13 @@ from koda.shared.home import HomeLayout
 from koda.shared.messages import ScrapeRequest, ScrapeResult, SiteNeedsHuman
 from koda.shared.secrets import read_env_file, redactor_for_home
 from koda.shared.service import Service
+from koda.shared.sites import Site, SitesFile, load_sites
 
 from .browser import Browser
 from .cookies import CookieJar
 from .flags import SiteFlags
 from .login import LoginFailed, log_in
 from .page import read_page
-from .sites import Site, SitesFile, load_sites
 
 log = logging.getLogger(__name__)
 CONCURRENCY = 2
