@@ -184,8 +184,10 @@ class WorkerService(Service):
     async def _rate_limited(self, task: Task, claim: Claim, outcome: RunOutcome) -> RetryLater:
         last = outcome.last
         now = time.time()
-        until = last.resets_at if last and last.resets_at and last.resets_at > now \
-            else now + self.settings.rate_limit_backoff
+        if last and last.resets_at and last.resets_at > now:
+            until = last.resets_at  # the subscription said when its window resets
+        else:  # an API 429: its retry-after (as the CLI reports it) or our backoff, the longer
+            until = now + max(last.retry_after or 0.0 if last else 0.0, self.settings.rate_limit_backoff)
         reason = f"rate limited ({outcome.error})"
         if await self.limits.pause(until, reason):
             self.m_pauses.inc()
