@@ -67,7 +67,10 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def stream_messages(bus: Bus, stream: str, subject_prefix: str = "") -> list[tuple[str, bytes, dict[str, str]]]:
+Stored = list[tuple[str, bytes, dict[str, str]]]
+
+
+async def stream_messages(bus: Bus, stream: str, subject_prefix: str = "") -> Stored:
     """Every message still stored in a stream: (subject, data, headers)."""
     info = await bus.js.stream_info(stream)
     out = []

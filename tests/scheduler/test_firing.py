@@ -9,7 +9,17 @@ from koda.shared.bus import Bus
 from koda.shared.messages import RunLedgerEntry, RunRequest, SchedulerFire
 from koda.shared.settings import KodaSettings
 
-from .helpers import at, events, metric, run_requests, start_scheduler, stream_messages, task, wait_for, write_tasks
+from .helpers import (
+    at,
+    events,
+    metric,
+    run_requests,
+    start_scheduler,
+    stream_messages,
+    task,
+    wait_for,
+    write_tasks,
+)
 
 
 async def test_fires_every_second_for_real_with_contract_ids(settings: KodaSettings, bus: Bus) -> None:

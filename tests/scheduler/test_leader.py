@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from datetime import timedelta
 
 from koda.shared.bus import Bus
@@ -34,7 +35,7 @@ async def test_two_schedulers_and_restarts_fire_each_second_exactly_once(
     seconds = sorted(r.scheduled_for for r in requests)
     assert len(seconds) >= 6
     assert len(set(seconds)) == len(seconds), "a fire landed twice"
-    gaps = {later - earlier for earlier, later in zip(seconds, seconds[1:], strict=False)}
+    gaps = {later - earlier for earlier, later in itertools.pairwise(seconds)}
     assert gaps == {timedelta(seconds=1)}, f"a fire is missing: {seconds}"
     ids = [h["Nats-Msg-Id"] for _, _, h in await stream_messages(bus, "RUNS")]
     assert len(ids) == len(set(ids))
