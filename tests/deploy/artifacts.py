@@ -100,3 +100,13 @@ def queried_metrics() -> set[str]:
     for expr in [*rule_exprs().values(), *dashboard_exprs().values()]:
         found |= metrics_in(expr, known)
     return found
+
+
+def duration_seconds(value: Any) -> float:
+    """A compose duration as `config --format json` prints it ("1m30s", or nanoseconds)."""
+    if isinstance(value, int | float):
+        return value / 1e9
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", str(value))
+    assert parts and "".join(n + u for n, u in parts) == str(value), value
+    return sum(float(n) * units[u] for n, u in parts)

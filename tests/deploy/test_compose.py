@@ -12,7 +12,14 @@ from pydantic import SecretStr
 
 from koda import stack
 from koda.shared.settings import SERVICES, KodaSettings
-from tests.deploy.artifacts import EXAMPLE_ENV, INFRA, NATS_CONF, compose_model, compose_run
+from tests.deploy.artifacts import (
+    EXAMPLE_ENV,
+    INFRA,
+    NATS_CONF,
+    compose_model,
+    compose_run,
+    duration_seconds,
+)
 
 #: Which service gets each credential setting. A new SecretStr field fails the env test until
 #: someone decides here (and in compose.yaml) who may hold it.
@@ -111,18 +118,10 @@ def test_each_service_is_checked_restarted_and_started_after_nats(model: dict[st
         assert svc["depends_on"]["nats"]["condition"] == "service_healthy"
         assert svc["depends_on"]["init"]["condition"] == "service_completed_successfully"
         # compose prints durations in nanoseconds; SIGKILL must not cut the drain short.
-        assert _seconds(svc["stop_grace_period"]) > drain, name
+        assert duration_seconds(svc["stop_grace_period"]) > drain, name
         assert svc["init"] is True, f"{name}: PID 1 must reap the CLI's and Chromium's children"
     assert model["services"]["nats"]["healthcheck"]["test"][0] == "CMD"
     assert model["services"]["nats"]["restart"] == "unless-stopped"
-
-
-def _seconds(value: Any) -> float:
-    if isinstance(value, int | float):
-        return value / 1e9
-    match = re.fullmatch(r"(\d+)s", str(value))
-    assert match, value
-    return float(match.group(1))
 
 
 def test_every_setting_a_service_reads_is_in_its_environment(model: dict[str, Any]) -> None:
