@@ -73,7 +73,9 @@ Stored = list[tuple[str, bytes, dict[str, str]]]
 async def stream_messages(bus: Bus, stream: str, subject_prefix: str = "") -> Stored:
     """Every message still stored in a stream: (subject, data, headers)."""
     info = await bus.js.stream_info(stream)
-    out = []
+    out: Stored = []
+    if not info.state.messages:
+        return out
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
         try:
             msg = await bus.js.get_msg(stream, seq)
