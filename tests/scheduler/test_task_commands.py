@@ -9,7 +9,7 @@ from pathlib import Path
 
 from koda.shared.bus import Bus
 from koda.shared.cron_words import describe_expression
-from koda.shared.messages import Event, RunLedgerEntry, TaskPause
+from koda.shared.messages import Event, RunLedgerEntry, RunRequest, TaskPause
 from koda.shared.settings import KodaSettings
 
 from .helpers import run_requests, task, write_tasks
@@ -46,20 +46,20 @@ async def test_run_publishes_a_manual_request(settings: KodaSettings, bus: Bus) 
     assert code == 2 and "no task 'nope'" in err and "known: report" in err
 
 
+async def new_requests(bus: Bus, seen: set[str]) -> list[RunRequest]:
+    while True:
+        fresh = [r for r in await run_requests(bus, "report") if r.run_id not in seen]
+        if fresh:
+            return fresh
+        await asyncio.sleep(0.05)
+
+
 async def test_run_wait_prints_the_outcome_and_exits_by_it(settings: KodaSettings, bus: Bus) -> None:
     write_tasks(settings, [task("report", "0 9 * * *")])
     for outcome, want_code in (("done", 0), ("turn_cap", 1)):
         seen = {r.run_id for r in await run_requests(bus, "report")}
         proc = await koda(settings, "run", "report", "--wait")
-        requests: list = []
-
-        async def published() -> None:
-            while not requests:
-                requests.extend(r for r in await run_requests(bus, "report")
-                                if r.run_id not in seen)
-                await asyncio.sleep(0.05)
-
-        await asyncio.wait_for(published(), 20)
+        requests = await asyncio.wait_for(new_requests(bus, seen), 20)
         # The worker finishes the run and says so, as it does in production.
         await bus.emit(finished(requests[0].run_id, outcome))
         code, out, _ = await output(proc)
