@@ -31,12 +31,6 @@ def is_gated(patterns: list[str], name: str) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def gated_refusal(name: str) -> str:
-    """What the agent is told when it calls a gated tool directly instead of proposing it."""
-    return (f"{name} is gated for this task: it needs a person's approval. Do not call it "
-            f"directly: propose it with the koda server's propose-action tool, saying what and why.")
-
-
 def new_proposal(task: str, run_id: str, action: str, *, args: dict[str, Any] | None = None,
                  reason: str = "", artifact: str | None = None, timeout_minutes: int = 24 * 60,
                  seq: int = 1, now: datetime | None = None) -> ApprovalRecord:

@@ -62,10 +62,12 @@ class KodaBot(discord.Client):
             guild = discord.Object(self.settings.discord_guild)
             self.tree.copy_global_to(guild=guild)
             await self.tree.sync(guild=guild)
+        # Logged in: REST works from here, so reports and approvals may flow while the gateway
+        # connects (discord.py's on_ready waits a further 2 s for guild data we do not need).
+        self.ready.set()
 
     async def on_ready(self) -> None:
         log.info("discord bot connected", extra={"user": str(self.user)})
-        self.ready.set()
         await self.post_pending()
 
     def may_decide(self, user_id: int) -> bool:

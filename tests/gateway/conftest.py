@@ -88,12 +88,14 @@ def gw_settings(settings: KodaSettings, home: Path, fake_discord: FakeDiscord) -
 class RunningGateway:
     """A gateway service in this event loop; `restart()` stops it and starts a fresh one."""
 
-    def __init__(self, settings: KodaSettings) -> None:
+    def __init__(self, settings: KodaSettings, fake: FakeDiscord | None = None) -> None:
         self.settings = settings
+        self.fake = fake
         self.service: GatewayService | None = None
         self.task: asyncio.Task[int] | None = None
 
     async def start(self, wait_discord: bool = True) -> GatewayService:
+        self._identified = self.fake.identified if self.fake else 0
         self.service = GatewayService(self.settings)
         self.task = asyncio.create_task(self.service.serve(install_signals=False))
         deadline = asyncio.get_running_loop().time() + 20
@@ -101,8 +103,11 @@ class RunningGateway:
             if self.task.done():
                 self.task.result()
             bot = self.service.bot
-            ready = bot is not None and bot.ready.is_set() if wait_discord else \
-                self.service._up.labels("gateway")._value.get() == 1
+            if wait_discord:
+                identified = self.fake.identified if self.fake else 1
+                ready = bot is not None and bot.ready.is_set() and identified > self._identified
+            else:
+                ready = self.service._up.labels("gateway")._value.get() == 1
             if ready:
                 return self.service
             if asyncio.get_running_loop().time() > deadline:
@@ -123,7 +128,7 @@ class RunningGateway:
 @pytest.fixture
 async def gateway(gw_settings: KodaSettings, fake_discord: FakeDiscord
                   ) -> AsyncIterator[RunningGateway]:
-    running = RunningGateway(gw_settings)
+    running = RunningGateway(gw_settings, fake_discord)
     await running.start()
     try:
         yield running

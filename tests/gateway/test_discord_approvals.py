@@ -120,7 +120,7 @@ async def test_a_restarted_gateway_resolves_a_click_on_an_earlier_post(
 async def test_proposals_made_while_the_gateway_is_down_are_posted_when_it_starts(
         gw_settings: object, fake_discord: FakeDiscord, propose: Propose) -> None:
     record = await propose()
-    running = RunningGateway(gw_settings)  # type: ignore[arg-type]
+    running = RunningGateway(gw_settings, fake_discord)  # type: ignore[arg-type]
     await running.start()
     try:
         await posted_message(fake_discord, record.id)

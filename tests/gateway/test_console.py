@@ -1,0 +1,157 @@
+"""The web console: in headless Chromium (Debian's, through Playwright) and with plain HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from koda.shared.approvals import ApprovalStore
+from koda.shared.bus import Bus
+from koda.shared.messages import RunLedgerEntry, RunRequest
+from koda.shared.settings import KodaSettings
+
+from .conftest import CONSOLE_TOKEN, SECRET, Propose, RunningGateway
+from .helpers import actions_published
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run", "--disable-sync"]
+
+
+@pytest.fixture
+async def console(gw_settings: KodaSettings) -> AsyncIterator[str]:
+    """A gateway without Discord (the console must work alone); yields the console's URL."""
+    settings = gw_settings.model_copy(update={"discord_token": None})
+    running = RunningGateway(settings)
+    await running.start(wait_discord=False)
+    try:
+        yield f"http://127.0.0.1:{settings.console_listen_port()}"
+    finally:
+        await running.stop()
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(),
+                    reason="Debian's chromium is not installed (apt-get install chromium)")
+async def test_log_in_see_a_pending_approval_approve_it_and_see_the_outcome(
+        console: str, propose: Propose, bus: Bus) -> None:
+    from playwright.async_api import async_playwright
+
+    record = await propose(reason=f"Publish now; the key {SECRET} is set")
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        try:
+            page = await browser.new_page()
+            response = await page.goto(f"{console}/approvals")
+            assert response is not None and response.status == 401
+            await page.fill("input[name=token]", CONSOLE_TOKEN)
+            await page.click("button[type=submit]")
+            await page.wait_for_url(f"{console}/")
+            assert "Services" in await page.title()
+            seen = [await page.content()]
+
+            await page.click("nav >> text=Approvals")
+            row = page.locator("tr", has_text=record.id)
+            assert await row.locator(".status").inner_text() == "pending"
+            assert "Publish now" in await row.inner_text()
+            seen.append(await page.content())
+
+            await row.locator("button[name=approve]").click()
+            await page.wait_for_selector("p.flash")
+            assert "approved" in await page.locator("p.flash").inner_text()
+            row = page.locator("tr", has_text=record.id)
+            assert await row.locator(".status").inner_text() == "approved"
+            assert "by console" in await row.inner_text()
+            seen.append(await page.content())
+            for other in ("/tasks", "/runs"):
+                await page.goto(console + other)
+                seen.append(await page.content())
+        finally:
+            await browser.close()
+    stored = (await ApprovalStore(bus).get(record.id))[0]  # type: ignore[index]
+    assert stored.status == "approved" and stored.decided_by == "console"
+    assert len(await actions_published(bus, "video.publish")) == 1
+    assert all(SECRET not in html for html in seen)
+    assert "[redacted]" in seen[1]
+
+
+async def test_requests_without_the_token_or_from_another_site_are_refused(
+        console: str, propose: Propose, bus: Bus) -> None:
+    record = await propose()
+    async with httpx.AsyncClient(base_url=console) as http:
+        for path in ("/", "/tasks", "/runs", "/approvals"):
+            assert (await http.get(path)).status_code == 401
+        no_login = await http.post(f"/approvals/{record.id}/approve", data={"csrf": "x"})
+        assert no_login.status_code == 401
+        assert (await http.post("/login", data={"token": "wrong"})).status_code == 401
+        assert (await http.get("/", headers={"Authorization": "Bearer wrong"})).status_code == 401
+
+        logged_in = await http.post("/login", data={"token": CONSOLE_TOKEN})
+        assert logged_in.status_code == 303 and "samesite=strict" in \
+            logged_in.headers["set-cookie"].lower()
+        assert (await http.get("/approvals")).status_code == 200
+        # Logged in, but the form lacks the session's CSRF field: a forged cross-site post.
+        forged = await http.post(f"/approvals/{record.id}/approve", data={"csrf": "guess"})
+        assert forged.status_code == 403
+        page = (await http.get("/approvals")).text
+        csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        cross = await http.post(f"/approvals/{record.id}/approve", data={"csrf": csrf},
+                                headers={"Origin": "http://evil.example"})
+        assert cross.status_code == 403
+    assert (await ApprovalStore(bus).get(record.id))[0].status == "pending"  # type: ignore[index]
+    assert await actions_published(bus, "video.publish") == []
+
+
+async def test_tasks_page_triggers_pauses_and_resumes(
+        console: str, bus: Bus, gw_settings: KodaSettings) -> None:
+    home = gw_settings.expanded_home()
+    await bus.kv["runs"].put("daily-post.1700000000000", RunLedgerEntry(
+        run_id="daily-post.1700000000000", task="daily-post", status="done").to_bytes())
+    (home / "data" / "runs" / "daily-post.1700000000000.json").write_text(json.dumps(
+        {"run_id": "daily-post.1700000000000", "task": "daily-post", "outcome": "done",
+         "finished_at": "2026-11-20T08:31:00+00:00", "result": f"posted with {SECRET}"}))
+    drafts = home / "data" / "drafts" / "daily-post.1700000000000"
+    drafts.mkdir(parents=True)
+    (drafts / "post.md").write_text(f"Hello world. token={SECRET}\n")
+    async with httpx.AsyncClient(base_url=console,
+                                 headers={"Authorization": f"Bearer {CONSOLE_TOKEN}"}) as http:
+        tasks = (await http.get("/tasks")).text
+        assert "publish-video" in tasks and "0 9 * * *" in tasks and "done" in tasks
+        run = await http.post("/tasks/daily-post/run")
+        assert run.status_code == 303 and "queued" in run.headers["location"]
+        assert (await http.post("/tasks/nope/run")).headers["location"].count("no%20task") == 1
+        assert (await http.post("/tasks/daily-post/pause")).status_code == 303
+        assert "paused by console-api" in (await http.get("/tasks")).text
+        assert (await http.post("/tasks/daily-post/resume")).status_code == 303
+        assert "paused by" not in (await http.get("/tasks")).text
+
+        detail = (await http.get("/runs/daily-post.1700000000000")).text
+        assert "post.md" in detail and SECRET not in detail
+        artifact = (await http.get("/runs/daily-post.1700000000000/artifacts/post.md")).text
+        assert "Hello world" in artifact and SECRET not in artifact
+        escape = await http.get("/runs/daily-post.1700000000000/artifacts/..%2F..%2F..%2F.env")
+        assert escape.status_code == 404
+    queued = await bus.js.get_last_msg("RUNS", "koda.runs.daily-post")
+    request = RunRequest.from_bytes(queued.data)
+    assert request.trigger == "manual" and request.run_id.startswith("daily-post.m")
+    assert request.requested_by == "console-api"
+
+
+async def test_console_still_serves_with_a_generated_token_when_none_is_set(
+        gw_settings: KodaSettings) -> None:
+    settings = gw_settings.model_copy(update={"discord_token": None, "console_token": None})
+    running = RunningGateway(settings)
+    await running.start(wait_discord=False)
+    try:
+        token_file = settings.expanded_state() / "console-token"
+        assert token_file.stat().st_mode & 0o077 == 0
+        url = f"http://127.0.0.1:{settings.console_listen_port()}"
+        async with httpx.AsyncClient(base_url=url) as http:
+            assert (await http.get("/")).status_code == 401
+            token = token_file.read_text().strip()
+            assert (await http.get("/", headers={"Authorization": f"Bearer {token}"})).status_code == 200
+    finally:
+        await running.stop()
