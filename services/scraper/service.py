@@ -16,6 +16,7 @@ import logging
 import time
 from collections import defaultdict
 from typing import Any
+from urllib.parse import urlsplit
 
 from prometheus_client import Counter, Gauge
 
@@ -35,7 +36,7 @@ from .page import read_page
 
 log = logging.getLogger(__name__)
 CONCURRENCY = 2
-HOUSEKEEPING_EVERY = 5.0
+HOUSEKEEPING_EVERY = 5.0  # at most; sooner when the browser's idle limit is shorter
 
 
 class ScraperService(Service):
@@ -117,6 +118,9 @@ class ScraperService(Service):
         if site is None:
             known = ", ".join(sites.sites) or "none"
             return fail(f"no site {request.site!r} in {self.layout.sites} (known: {known})"), "unknown"
+        if request.url and not same_site(request.url, site):
+            return fail(f"{request.url!r} is not on {request.site} ({site.start_url}); a job may "
+                        "only open http(s) pages of its own site"), "refused"
         flag = await self.flags.get(request.site)
         if flag is not None:
             return fail(_needs_human_text(flag)), "needs_human"
@@ -212,12 +216,25 @@ class ScraperService(Service):
         await self.browser.close_if_idle()
 
     async def _keep_house(self) -> None:
+        every = min(HOUSEKEEPING_EVERY, max(0.5, self.settings.scraper_idle_close / 2))
         while True:
-            await asyncio.sleep(HOUSEKEEPING_EVERY)
+            await asyncio.sleep(every)
             try:
                 await self._housekeeping()
             except Exception:
                 log.warning("housekeeping failed", exc_info=True)
+
+
+def same_site(url: str, site: Site) -> bool:
+    """An http(s) URL on the host of the site's start page (or a subdomain of it).
+
+    A job carries the site's cookies, and its text goes to the model: a `file://` URL would read
+    the home (cookie jars included), another host would be handed our session.
+    """
+    parts, start = urlsplit(url), urlsplit(site.start_url)
+    host, home = (parts.hostname or "").lower(), (start.hostname or "").lower()
+    return parts.scheme in ("http", "https") and bool(home) and (
+        host == home or host.endswith("." + home))
 
 
 def _needs_human_text(flag: SiteNeedsHuman) -> str:

@@ -40,6 +40,7 @@ async def test_expired_session_is_refreshed_and_the_job_retried(
     home = make_home(settings, {"SITE_EMAIL": EMAIL, "SITE_PASSWORD": PASSWORD},
                      {"sites.json": site.sites_json()})
     jar = home / "data" / "cookies" / "members.json"
+    settings = settings.model_copy(update={"scraper_idle_close": 1.0})
     async with serving(ScraperService(settings)) as scraper:
         # No cookies yet: the wall, a login with the recipe, the retry.
         first = await ask(bus, "koda.scrape.members",
@@ -76,7 +77,18 @@ async def test_expired_session_is_refreshed_and_the_job_retried(
                       outcome="ok_after_refresh") == 2
         age = metric(scraper, "koda_scraper_cookie_age_seconds", site="members")
         assert age is not None and 0 <= age < 60
-    assert await event_count(bus, "scrape.done") == 3
+        # A job may not point the site's session (or the browser) anywhere else.
+        for url in (f"file://{home}/.env", "http://other.example/members"):
+            refused = await ask(bus, "koda.scrape.members", job(4, url=url), ScrapeResult)
+            assert not refused.ok and "only open http(s) pages of its own site" in (refused.error or "")
+
+        # Idle, the browser is closed again (the idle stack's memory budget has no room for it).
+        for _ in range(100):
+            if not scraper.browser.running:
+                break
+            await asyncio.sleep(0.1)
+        assert not scraper.browser.running
+    assert await event_count(bus, "scrape.done") == 5
     assert await event_count(bus, "scrape.needs_human") == 0
 
 
