@@ -24,6 +24,8 @@ from .views import DecisionButton, decision_view
 
 log = logging.getLogger(__name__)
 APPROVE, REJECT = "✅", "❌"
+#: Events a person must see in the alerts channel (besides every `incident.*`).
+ALERTS = ("alert", "scrape.needs_human")
 
 
 def point_at(api_base: str | None, gateway_url: str | None) -> None:
@@ -199,6 +201,9 @@ class KodaBot(discord.Client):
             else:
                 await self.send(self.settings.discord_reports_channel,
                                 reports.run_report(event, self.ctx.redact))
-        elif kind == "alert" or kind.startswith("incident."):
+        elif kind in ALERTS or kind.startswith("incident."):
             await self.send(self.settings.discord_alerts_channel,
                             reports.alert_text(event, self.ctx.redact))
+        elif kind == "agent.notify":
+            await self.send(self.settings.discord_reports_channel,
+                            reports.notify_text(event, self.ctx.redact))

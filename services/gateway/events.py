@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 DURABLE = "gateway-events"
 MAX_DELIVER = 20
 #: What the bot acts on; the rest of the audit log is not its business.
-SUBJECTS = ("approval.", "run.finished", "run.failed", "alert", "incident.")
+SUBJECTS = ("approval.", "run.finished", "run.failed", "alert", "incident.", "scrape.needs_human",
+            "agent.notify")
 
 
 def wanted(kind: str) -> bool:

@@ -94,6 +94,12 @@ def alert_text(event: Event, redact: Redactor) -> str:
     return redact(clip(f"{head}\n{event.summary}"))
 
 
+def notify_text(event: Event, redact: Redactor) -> str:
+    """A note the agent sent to its people (the worker's notify tool)."""
+    where = f" (`{event.task}`)" if event.task else ""
+    return redact(clip(f"💬 **Koda{where}:** {event.data.get('text') or event.summary}"))
+
+
 def digest_text(events: Iterable[Event], pending: list[ApprovalRecord], redact: Redactor,
                 day: str) -> str:
     """The daily digest: runs by outcome and task, spend, alerts, approvals still waiting."""

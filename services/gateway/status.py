@@ -183,7 +183,8 @@ def read_text(path: Path) -> str:
 
 
 def run_detail(home: HomeLayout, run_id: str) -> RunDetail | None:
-    """A run's record, its logs (text files in `data/runs/<run id>/`) and artifact names."""
+    """A run's record, its logs (text files in `data/runs/<run id>/`, its daily-log lines) and
+    the names of its artifacts."""
     if not RUN_ID.match(run_id) or ".." in run_id:
         return None
     record_path = _record_path(home, run_id)
@@ -199,9 +200,27 @@ def run_detail(home: HomeLayout, run_id: str) -> RunDetail | None:
     for extra in (home.runs / f"{run_id}.log", home.runs / f"{run_id}.md"):
         if extra.is_file():
             logs[extra.name] = read_text(extra)
+    lines = daily_log_lines(home, run_id)
+    if lines:
+        logs["daily log"] = "".join(lines)
     artifacts = ([p.relative_to(drafts).as_posix() for p in sorted(drafts.rglob("*"))
                   if p.is_file()] if drafts.is_dir() else [])
     return RunDetail(run_id, _read_json(record_path) if record_path else None, logs, artifacts)
+
+
+def daily_log_lines(home: HomeLayout, run_id: str, days: int = 60) -> list[str]:
+    """The lines of `data/daily-logs/*.md` (newest `days` files) that mention the run."""
+    if not home.daily_logs.is_dir():
+        return []
+    marker = f"`{run_id}`"
+    out: list[str] = []
+    for path in sorted(home.daily_logs.glob("*.md"))[-days:]:
+        try:
+            out += [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+                    if marker in line]
+        except OSError:
+            continue
+    return out
 
 
 def artifact_path(home: HomeLayout, run_id: str, name: str) -> Path | None:

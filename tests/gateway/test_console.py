@@ -113,6 +113,10 @@ async def test_tasks_page_triggers_pauses_and_resumes(
     (home / "data" / "runs" / "daily-post.1700000000000.json").write_text(json.dumps(
         {"run_id": "daily-post.1700000000000", "task": "daily-post", "outcome": "done",
          "finished_at": "2026-11-20T08:31:00+00:00", "result": f"posted with {SECRET}"}))
+    (home / "data" / "daily-logs").mkdir(parents=True, exist_ok=True)
+    (home / "data" / "daily-logs" / "2026-11-20.md").write_text(
+        "# 2026-11-20\n\n- 08:31 `daily-post.1700000000000` **daily-post**: done, 7 turns\n"
+        "- 09:00 `other.1` **other**: done\n")
     drafts = home / "data" / "drafts" / "daily-post.1700000000000"
     drafts.mkdir(parents=True)
     (drafts / "post.md").write_text(f"Hello world. token={SECRET}\n")
@@ -129,7 +133,8 @@ async def test_tasks_page_triggers_pauses_and_resumes(
         assert "paused by" not in (await http.get("/tasks")).text
 
         detail = (await http.get("/runs/daily-post.1700000000000")).text
-        assert "post.md" in detail and SECRET not in detail
+        assert "post.md" in detail and SECRET not in detail and "[redacted]" in detail
+        assert "7 turns" in detail and "other.1" not in detail
         artifact = (await http.get("/runs/daily-post.1700000000000/artifacts/post.md")).text
         assert "Hello world" in artifact and SECRET not in artifact
         escape = await http.get("/runs/daily-post.1700000000000/artifacts/..%2F..%2F..%2F.env")

@@ -28,16 +28,22 @@ async def test_run_reports_alerts_and_the_digest_reach_their_channels_redacted(
     await bus.emit(bus.event("incident.opened", "worker crash loop", severity="critical",
                              data={"class": "crash_loop"}))
     await bus.emit(bus.event("run.started", "not reported", task="daily-post"))
+    await bus.emit(bus.event("agent.notify", "Draft is ready for review", task="blog",
+                             data={"text": "Draft is ready for review"}))
+    await bus.emit(bus.event("scrape.needs_human", "skool login failed twice", severity="error",
+                             data={"site": "skool"}))
 
-    reports = await fake_discord.wait_for(lambda: len(fake_discord.posted("reports")) >= 2
+    reports = await fake_discord.wait_for(lambda: len(fake_discord.posted("reports")) >= 3
                                           and fake_discord.posted("reports"))
+    assert "Draft is ready" in reports[2]["content"]
     first, second = reports[0]["content"], reports[1]["content"]
     assert "daily-post" in first and "7 turns" in first and "$0.0123" in first
     assert "Posted it" in first and "[redacted]" in first and SECRET not in first
     assert "turn_cap" in second and "hit 25 turns" in second
-    alerts = await fake_discord.wait_for(lambda: len(fake_discord.posted("alerts")) >= 2
+    alerts = await fake_discord.wait_for(lambda: len(fake_discord.posted("alerts")) >= 3
                                          and fake_discord.posted("alerts"))
     assert "rate_limit" in alerts[0]["content"] and "crash loop" in alerts[1]["content"]
+    assert "skool login failed" in alerts[2]["content"]
 
     assert gateway.service is not None
     text = await gateway.service.post_digest(datetime.now(UTC) - timedelta(hours=1))
