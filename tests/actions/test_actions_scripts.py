@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from koda.services.actions.results import record_key
 from koda.services.actions.service import ActionsService
 from koda.shared.approvals import ApprovalStore
 from koda.shared.bus import Bus
-from koda.shared.messages import ActionRequest, ActionResult, ApprovalRecord
+from koda.shared.messages import ActionRecord, ActionRequest, ActionResult, ApprovalRecord
 from koda.shared.settings import KodaSettings
 from tests.scraper.helpers import ask, events, make_home, metric, serving
 
@@ -163,3 +164,39 @@ async def test_timeouts_missing_secrets_and_a_broken_manifest_are_clear_errors(
             name="script.slow", idempotency_key="b"), ActionResult)
         assert not broken.ok
         assert "manifest.json:2: scripts[0].timeout_seconds" in (broken.error or "")
+
+
+async def test_a_run_cut_short_is_recorded_as_interrupted_and_never_run_again(
+        settings: KodaSettings, bus: Bus) -> None:
+    slow = ("import os, time\nopen(os.path.join(os.environ['KODA_DATA'], 'started'), 'a')"
+            ".write('x')\ntime.sleep(60)\n")
+    home = make_home(settings, {}, {"scripts/manifest.json": {"scripts": [entry("slow")]}})
+    scripts(home, slow=slow)
+    started = home / "data" / "started"
+    settings = settings.model_copy(update={"drain_timeout": 0.5})
+    request = ActionRequest(name="script.slow", idempotency_key="cut")
+    inbox = bus.nc.new_inbox()
+    replies = await bus.nc.subscribe(inbox)
+    async with serving(ActionsService(settings)):
+        await bus.publish("koda.actions.script.slow", request.model_copy(update={"reply_subject": inbox}))
+        for _ in range(200):
+            if started.exists():
+                break
+            await asyncio.sleep(0.05)
+        assert started.exists()
+    # Shutdown killed the script. The redelivered message finds the record and runs nothing.
+    async with serving(ActionsService(settings)):
+        reply = ActionResult.from_bytes((await replies.next_msg(timeout=20)).data)
+        assert not reply.ok and reply.error and reply.error.startswith("interrupted")
+        again = await ask(bus, "koda.actions.script.slow", request, ActionResult)
+        assert again.duplicate and not again.ok
+
+        # A crash leaves a running claim whose instance no longer heartbeats: same outcome.
+        orphan = ActionRecord(idempotency_key="crashed", name="script.slow", status="running",
+                              instance="gone-1234")
+        await bus.kv["actions"].put(record_key("crashed"), orphan.to_bytes())
+        crashed = await ask(bus, "koda.actions.script.slow", ActionRequest(
+            name="script.slow", idempotency_key="crashed"), ActionResult)
+        assert not crashed.ok and "gone-1234 stopped" in (crashed.error or "")
+    assert started.read_text() == "x"  # started once, never again
+    await replies.unsubscribe()
