@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -146,7 +147,8 @@ async def test_tasks_page_triggers_pauses_and_resumes(
 
 
 async def test_console_still_serves_with_a_generated_token_when_none_is_set(
-        gw_settings: KodaSettings) -> None:
+        gw_settings: KodaSettings, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "koda.services.gateway")
     settings = gw_settings.model_copy(update={"discord_token": None, "console_token": None})
     running = RunningGateway(settings)
     await running.start(wait_discord=False)
@@ -160,3 +162,6 @@ async def test_console_still_serves_with_a_generated_token_when_none_is_set(
             assert (await http.get("/", headers={"Authorization": f"Bearer {token}"})).status_code == 200
     finally:
         await running.stop()
+    off = [r for r in caplog.records if "Discord bot off" in r.getMessage()]
+    assert len(off) == 1 and "KODA_DISCORD_TOKEN" in off[0].getMessage()
+    assert token not in caplog.text
