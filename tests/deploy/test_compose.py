@@ -201,3 +201,12 @@ def test_nats_in_compose_keeps_the_local_stack_durability(tmp_path: Path) -> Non
     shipped = NATS_CONF.read_text()
     for setting in ("sync_interval: always", "max_payload: 1MB"):
         assert setting in local and setting in shipped
+
+
+def test_the_console_is_published_on_the_host_loopback(model: dict[str, Any]) -> None:
+    env = model["services"]["gateway"]["environment"]
+    console = KodaSettings(port_base=int(env["KODA_PORT_BASE"])).console_listen_port()
+    [port] = model["services"]["gateway"]["ports"]
+    assert port["target"] == console and port["host_ip"] == "127.0.0.1"
+    for name in ("prometheus", "grafana"):
+        assert all(p["host_ip"] == "127.0.0.1" for p in model["services"][name]["ports"])
