@@ -77,3 +77,9 @@ async def check_approval(store: ApprovalStore, request: ActionRequest) -> None:
     if record.action not in wanted:
         raise Refused(f"approval {request.approval_id} is for {record.action}, not {request.name}",
                       "unapproved")
+    # A person approved these arguments, once: other arguments or a second key are not approved.
+    if request.args != record.args:
+        raise Refused(f"approval {request.approval_id} was given for other arguments", "unapproved")
+    if request.idempotency_key != (record.idempotency_key or f"approval:{record.id}"):
+        raise Refused(f"approval {request.approval_id} was given for one run, under its own key",
+                      "unapproved")

@@ -70,7 +70,7 @@ class ScraperService(Service):
         keeper = asyncio.create_task(self._keep_house())
         try:
             await self.bus.consume("SCRAPE", ScrapeRequest, self.handle, stop=self.stopping,
-                                   in_flight=self.in_flight, concurrency=CONCURRENCY, ack_wait=120)
+                                   in_flight=self.in_flight, concurrency=CONCURRENCY, ack_wait=300)
         finally:
             keeper.cancel()
 

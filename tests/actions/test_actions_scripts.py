@@ -120,7 +120,8 @@ async def test_gated_work_runs_only_with_an_approved_record_for_it(
     home = make_home(settings, {}, {"scripts/manifest.json": manifest})
     scripts(home, count=COUNT, gated=COUNT)
     store = ApprovalStore(bus)
-    await store.propose(ApprovalRecord(id="a1", task="video", run_id="video.1", action="video.publish"))
+    await store.propose(ApprovalRecord(id="a1", task="video", run_id="video.1", action="video.publish",
+                                       args={"video_id": "v1"}))
     async with serving(ActionsService(settings)):
         # Made up by the model, or copied from a web page: no approval, a pending one, a wrong one.
         for n, approval in enumerate((None, "a1", "nope")):
@@ -139,7 +140,15 @@ async def test_gated_work_runs_only_with_an_approved_record_for_it(
         while not log.exists() and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         await store.decide("a1", approve=True, who="creator")  # a second click changes nothing
-        await asyncio.sleep(0.5)
+        # The approval covers those arguments, once: not other ones, not under another key.
+        for key, args in (("other", {"video_id": "v2"}), ("again", {"video_id": "v1"})):
+            forged = await ask(bus, "koda.actions.video.publish", ActionRequest(
+                name="video.publish", idempotency_key=key, approval_id="a1", args=args), ActionResult)
+            assert not forged.ok and "approval a1 was given for" in (forged.error or "")
+        replay = await ask(bus, "koda.actions.video.publish", ActionRequest(
+            name="video.publish", idempotency_key="approval:a1", approval_id="a1",
+            args={"video_id": "v2"}), ActionResult)
+        assert replay.duplicate  # the approved key is done: its record answers, nothing runs
     assert log.read_text().splitlines() == ["approval:a1"]
 
 
