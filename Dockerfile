@@ -20,11 +20,13 @@ RUN /opt/venv/bin/pip install --no-build-isolation -c constraints.txt ".[agent,g
 # ---- runtime: Debian's Chromium, the virtualenv, the home template, a non-root user ---------
 FROM python:3.11-slim-bookworm
 # Chromium comes from Debian (Playwright drives it with executable_path; `playwright install`
-# is not used). Not version-pinned: Debian replaces it with each security release, so a pin
-# would stop building; the base image tag fixes the Debian release.
+# is not used); bubblewrap and socat are the Claude CLI's Bash sandbox (KODA_CLAUDE_SANDBOX).
+# Not version-pinned: Debian replaces them with each security release, so a pin would stop
+# building; the base image tag fixes the Debian release.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends chromium fonts-liberation ca-certificates \
+      bubblewrap socat \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 10001 --user-group koda \
  && mkdir -p /koda/home /koda/state /koda/nats \

@@ -33,7 +33,10 @@ def test_dockerfile_is_multi_stage_non_root_with_chromium_and_a_health_check() -
     assert "COPY --from=build /opt/venv" in text
     user = re.findall(r"^USER (\S+)", text, re.M)[-1]
     assert user.split(":")[0] not in ("0", "root")
-    assert re.search(r"apt-get install [^\n]*\bchromium\b", text)
+    installs = text[text.index("apt-get install"):text.index("rm -rf /var/lib/apt/lists")]
+    # Chromium for the scraper; bubblewrap and socat for the worker's Bash sandbox.
+    for package in ("chromium", "bubblewrap", "socat"):
+        assert re.search(rf"\b{package}\b", installs), package
     assert re.search(r"^HEALTHCHECK .*\n?.*koda health", text, re.M)
     assert "-c constraints.txt" in text
 
