@@ -15,11 +15,12 @@ from koda.shared.messages import RunRequest, SchedulerFire
 
 from .clock import Clock
 from .metrics import SchedulerMetrics
+from .records import FireRecords
 from .schedule import ScheduledTask, epoch_ms
 from .watches import ActiveRuns, PausedTasks
 
 log = logging.getLogger(__name__)
-Decision = Literal["fired", "skipped", "paused"]
+Decision = Literal["fired", "skipped", "paused", "duplicate"]
 
 
 def fire_ids(task: str, scheduled: datetime) -> tuple[str, str]:
@@ -32,8 +33,9 @@ class Firer:
     """Publishes fires for the leader."""
 
     def __init__(self, bus: Bus, metrics: SchedulerMetrics, clock: Clock,
-                 paused: PausedTasks, active: ActiveRuns) -> None:
+                 paused: PausedTasks, active: ActiveRuns, records: FireRecords) -> None:
         self.bus = bus
+        self.records = records
         self.metrics = metrics
         self.clock = clock
         self.paused = paused
@@ -58,22 +60,22 @@ class Firer:
         else:
             request = RunRequest(task=task.id, run_id=run_id, scheduled_for=scheduled,
                                  trigger=trigger, requested_by="scheduler")
-            await self.bus.publish(f"koda.runs.{task.id}", request, msg_id=msg_id)
+            ack = await self.bus.js.publish(f"koda.runs.{task.id}", request.to_bytes(),
+                                            headers={"Nats-Msg-Id": msg_id})
             if trigger == "cron":
                 lateness = (self.clock.now() - due).total_seconds()
                 self.metrics.lateness.observe(max(0.0, lateness))
-            self.metrics.fires.labels(task.id, trigger).inc()
-        await self.record(task.id, scheduled, run_id, decision)
+            if ack.duplicate:  # another scheduler (or our previous life) published it already
+                decision = "duplicate"
+            else:
+                self.metrics.fires.labels(task.id, trigger).inc()
+        self.record(task.id, scheduled, run_id, decision)
         return decision
 
-    async def record(self, task: str, scheduled: datetime, run_id: str, decision: str) -> None:
+    def record(self, task: str, scheduled: datetime, run_id: str, decision: str) -> None:
         """Keep the last decided fire, so a restart knows where catching up starts."""
-        record = SchedulerFire(task=task, last_fire=scheduled, run_id=run_id, decision=decision)
-        try:
-            await self.bus.kv["scheduler"].put(f"fire.{task}", record.to_bytes())
-        except Exception as exc:
-            # The fire itself is durable; a stale record only means a repeat the msg id drops.
-            log.warning("could not record fire", extra={"task": task, "error": str(exc)})
+        self.records.note(SchedulerFire(task=task, last_fire=scheduled, run_id=run_id,
+                                        decision=decision))
 
     async def _still_going(self, task: str, overlap: str) -> bool:
         """Is a run of `task` in progress (ledger) or waiting in RUNS?

@@ -28,6 +28,7 @@ from .failures import FailureCounter
 from .firing import Firer, fire_ids
 from .leader import LeaderLock
 from .metrics import SchedulerMetrics
+from .records import FireRecords
 from .reload import TasksFileWatch
 from .schedule import DueHeap, ScheduledTask, scheduled_tasks
 from .watches import ActiveRuns, KeyWatch, PausedTasks
@@ -49,6 +50,8 @@ class SchedulerService(Service):
         self.tasks_file: TasksFile | None = None
         self.wake = asyncio.Event()
         self._catch_up_pending = True
+        #: Set once this instance leads and has applied catch-up (benchmarks and tests wait on it).
+        self.leading = asyncio.Event()
 
     # --- setup ------------------------------------------------------------------------------
 
@@ -62,7 +65,8 @@ class SchedulerService(Service):
             key_watch = KeyWatch(kv, pattern, view.apply)
             await key_watch.start()
             self.stack.push_async_callback(key_watch.stop)
-        self.firer = Firer(self.bus, self.metrics, self.clock, self.paused, self.active)
+        self.records = FireRecords(self.bus.kv["scheduler"])
+        self.firer = Firer(self.bus, self.metrics, self.clock, self.paused, self.active, self.records)
         self.lock = LeaderLock(self.bus.kv["scheduler"], self.instance, self.settings.scheduler_leader_ttl)
         self.failures = FailureCounter(self.bus, self.task)
         await self.lock.try_acquire()
@@ -80,7 +84,8 @@ class SchedulerService(Service):
     async def run(self) -> None:
         helpers = [asyncio.create_task(coro, name=name) for name, coro in (
             ("leader", self._leader_loop()), ("reload", self._reload_loop()),
-            ("failures", self.failures.run(self.stopping)), ("stop", self._wake_on_stop()))]
+            ("failures", self.failures.run(self.stopping)), ("stop", self._wake_on_stop()),
+            ("records", self.records.run()))]
         try:
             while not self.stopping.is_set():
                 self.wake.clear()
@@ -88,6 +93,7 @@ class SchedulerService(Service):
                 self.metrics.leader.set(1 if self.lock.held else 0)
                 if not self.lock.held:
                     self._catch_up_pending = True
+                    self.leading.clear()
                     await self.clock.sleep_until(None, self.wake)
                     continue
                 if self._catch_up_pending:
@@ -99,6 +105,7 @@ class SchedulerService(Service):
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+            await self.records.flush()  # a clean stop leaves exact records for the next leader
             await self.lock.release()
 
     async def _fire_due(self) -> None:
@@ -144,20 +151,21 @@ class SchedulerService(Service):
         for sched in self.heap.tasks.values():
             record = records.get(sched.id)
             if record is None:
-                jobs.append(self.firer.record(sched.id, now, "", "baseline"))
+                self.firer.record(sched.id, now, "", "baseline")
                 continue
             plan = plan_catch_up(sched, record.last_fire, now)
             if plan is not None:
                 jobs.append(self._apply_plan(sched, plan))
         await asyncio.gather(*jobs)
         self.heap.load(self.heap.tasks, {task_id: now for task_id in self.heap.tasks})
+        self.leading.set()
 
     async def _apply_plan(self, sched: ScheduledTask, plan: CatchUpPlan) -> None:
         self.metrics.missed.labels(sched.id, plan.policy).inc(plan.missed)
         decisions = [await self.firer.fire(sched, t, t, "catch_up") for t in plan.run]
         if not plan.run or plan.run[-1] != plan.last_missed:
-            await self.firer.record(sched.id, plan.last_missed, fire_ids(sched.id, plan.last_missed)[0],
-                                    "dropped")
+            self.firer.record(sched.id, plan.last_missed, fire_ids(sched.id, plan.last_missed)[0],
+                              "dropped")
         log.info(plan.describe())
         await self.bus.emit(self.bus.event(
             "scheduler.catch_up", plan.describe(), task=sched.id,
@@ -200,7 +208,7 @@ class SchedulerService(Service):
             unchanged = before is not None and (before.spec, before.zone) == (sched.spec, sched.zone)
             after[task_id] = pending[task_id] - _TICK if unchanged and task_id in pending else now
             if before is None and getattr(self, "lock", None) is not None and self.lock.held:
-                await self.firer.record(task_id, now, "", "baseline")
+                self.firer.record(task_id, now, "", "baseline")
         self.heap.load(new, after)
         enabled = sum(1 for t in loaded.tasks if t.enabled)
         self.metrics.tasks.labels("enabled").set(enabled)

@@ -40,6 +40,7 @@ async def test_downtime_catch_up_follows_each_policy(settings: KodaSettings, bus
             assert event.data["dropped"] == {"latest": 2, "all": 0, "none": 3}[p]
             assert f"policy {p}" in event.summary
             assert metric(second, "koda_scheduler_missed_fires_total", task=f"job-{p}", policy=p) == 3
+        await second.service.records.flush()
         none_record = SchedulerFire.from_bytes((await bus.kv["scheduler"].get("fire.job-none")).value)
         assert none_record.decision == "dropped" and none_record.last_fire == at("2026-05-04T12:00:00+00:00")
         # Back on schedule: 13:00 fires once for each task, as cron.

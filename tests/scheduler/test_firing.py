@@ -65,6 +65,7 @@ async def test_overlap_skip_records_a_skip_and_queues_nothing(settings: KodaSett
         skipped = await events(bus, "run.skipped")
         assert {e.task for e in skipped} == {"report", "queued"}
         assert all(e.data["reason"] == "overlap" for e in skipped)
+        await running.service.records.flush()
         record = SchedulerFire.from_bytes((await bus.kv["scheduler"].get("fire.report")).value)
         assert record.decision == "skipped" and record.last_fire == at("2026-03-02T09:00:00+00:00")
         assert metric(running, "koda_scheduler_skipped_total", task="report", reason="overlap") == 1
