@@ -145,13 +145,17 @@ def users_stack(tmp_path_factory: pytest.TempPathFactory,
                     cwd=root)
         yield out
     finally:
-        for proc in reversed(list(out.procs.values())):
-            proc.terminate()
-        for proc in out.procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        # Services first (they drain over NATS), then NATS.
+        services_first = [p for n, p in out.procs.items() if n != "nats"] + [out.procs["nats"]]
+        for group in (services_first[:-1], services_first[-1:]):
+            for proc in group:
+                proc.terminate()
+            for proc in group:
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
 
 
 def test_every_service_runs_under_its_own_user_and_passes_its_healthcheck(
