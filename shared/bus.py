@@ -75,7 +75,8 @@ def bucket_specs(settings: KodaSettings) -> list[KeyValueConfig]:
         KeyValueConfig(bucket="runs", history=5, storage=StorageType.FILE),
         KeyValueConfig(bucket="limits", history=5, storage=StorageType.FILE),
         # Action results by idempotency key (a repeat returns the record); scraper site state.
-        KeyValueConfig(bucket="actions", history=1, storage=StorageType.FILE),
+        KeyValueConfig(bucket="actions", history=1, storage=StorageType.FILE,
+                       ttl=max(90, settings.events_max_age_days) * 86400.0),
         KeyValueConfig(bucket="scraper", history=1, storage=StorageType.FILE),
     ]
 

@@ -43,7 +43,8 @@ async def test_setup_is_idempotent_and_creates_the_contract(settings: KodaSettin
         assert {"KV_approvals", "KV_health", "KV_scheduler", "KV_runs", "KV_limits"} <= names
         info = await first.js.stream_info("RUNS")
         assert str(getattr(info.config.retention, "value", info.config.retention)) == "workqueue"
-        assert set(second.kv) == {"approvals", "health", "scheduler", "runs", "limits"}
+        assert set(second.kv) == {"approvals", "health", "scheduler", "runs", "limits", "actions",
+                                  "scraper"}
     finally:
         await first.close()
         await second.close()
