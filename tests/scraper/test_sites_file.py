@@ -44,3 +44,14 @@ def test_doctor_names_file_line_and_field_of_every_mistake(tmp_path: Path) -> No
                for p in found), found
     assert any(p.startswith(where) and "Bad Name" in p and "should match" in p for p in found), found
     assert "hunter2" not in "\n".join(found)  # a pasted password is never echoed
+
+
+def test_doctor_finds_a_script_whose_site_is_not_in_sites_json(tmp_path: Path) -> None:
+    settings = KodaSettings(home=tmp_path / "home", state_dir=tmp_path / "state")
+    init_home(settings)
+    layout = HomeLayout(settings.expanded_home())
+    assert not check_home(layout, {"ANTHROPIC_API_KEY": "sk-test-123456"})  # the template is fine
+    layout.sites.write_text('{"sites": {}}')
+    found = [str(p) for p in check_home(layout, {"ANTHROPIC_API_KEY": "sk-test-123456"})]
+    assert any(p.startswith(f"{layout.scripts_manifest}:") and "scripts[0].site: site 'skool'" in p
+               for p in found), found
