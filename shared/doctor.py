@@ -81,7 +81,8 @@ def _load_manifest(layout: HomeLayout, problems: list[ConfigProblem]) -> ScriptM
             problems.append(ConfigProblem(
                 layout.scripts_manifest, _line_of(layout.scripts_manifest, "scripts", i, "command"),
                 f"scripts[{i}].command", f"{spec.command[-1]} not found in scripts/"))
-        if spec.site and spec.site not in _site_names(layout):
+        sites = _site_names(layout)
+        if spec.site and sites is not None and spec.site not in sites:
             problems.append(ConfigProblem(
                 layout.scripts_manifest, _line_of(layout.scripts_manifest, "scripts", i, "site"),
                 f"scripts[{i}].site", f"site {spec.site!r} is not in sites.json: its cookies "
@@ -89,11 +90,11 @@ def _load_manifest(layout: HomeLayout, problems: list[ConfigProblem]) -> ScriptM
     return manifest
 
 
-def _site_names(layout: HomeLayout) -> set[str]:
+def _site_names(layout: HomeLayout) -> set[str] | None:
     try:
         return set(load_sites(layout.sites).sites)
     except ConfigError:
-        return set()  # sites.json's own problems are reported by check_home
+        return None  # sites.json's own problems are reported by check_home
 
 
 def check_home(layout: HomeLayout, environ: dict[str, str] | None = None) -> list[ConfigProblem]:
