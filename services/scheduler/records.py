@@ -1,16 +1,18 @@
 """`fire.<task>` records, written behind the fires instead of in their way.
 
-Publishing a fire and recording it are both JetStream writes; doing both per fire doubles the
-writes on the path every other fire of the same second waits on. The writer keeps only the
-newest record per task and flushes in the background (and once more on stop). A record that
-is a moment stale after a crash is harmless: the catch-up it causes republishes fires with the
-same message ids, and JetStream drops those as duplicates.
+Publishing a fire and recording it are both JetStream writes; doing both for every fire of a
+busy second doubles the writes every other fire waits on. So the writer keeps the newest record
+per task, writes in the background, and lets a record lag by up to `max_lag` for a task that
+fires that often (every record is written exactly on a clean stop). A lagging record after a
+crash is harmless: the catch-up it causes republishes fires whose message ids JetStream still
+holds (duplicate window: an hour), so they are dropped and recorded as duplicates.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime, timedelta
 
 from nats.js.kv import KeyValue
 
@@ -23,28 +25,39 @@ _CHUNK = 500  # writes in flight at once during a flush
 class FireRecords:
     """Coalescing writer of the last decided fire per task."""
 
-    def __init__(self, kv: KeyValue, interval: float = 0.2) -> None:
+    def __init__(self, kv: KeyValue, interval: float = 0.2, max_lag: float = 10.0) -> None:
         self.kv = kv
         self.interval = interval
-        self._pending: dict[str, SchedulerFire] = {}
+        self.max_lag = timedelta(seconds=max_lag)
+        self._latest: dict[str, SchedulerFire] = {}
+        self._written: dict[str, datetime] = {}
+        self._due: set[str] = set()
         self._dirty = asyncio.Event()
 
     def note(self, record: SchedulerFire) -> None:
-        current = self._pending.get(record.task)
-        if current is None or record.last_fire >= current.last_fire:
-            self._pending[record.task] = record
-        self._dirty.set()
+        current = self._latest.get(record.task)
+        if current is not None and record.last_fire < current.last_fire:
+            return
+        self._latest[record.task] = record
+        written = self._written.get(record.task)
+        if record.decision != "fired" or written is None or record.last_fire - written >= self.max_lag:
+            self._due.add(record.task)
+            self._dirty.set()
 
     async def run(self) -> None:
-        """Flush whenever something is pending, at most every `interval` seconds."""
+        """Flush whenever something is due, at most every `interval` seconds."""
         while True:
             await self._dirty.wait()
             await asyncio.sleep(self.interval)  # let the rest of this second's fires go first
-            await self.flush()
+            await self.flush(everything=False)
 
-    async def flush(self) -> None:
+    async def flush(self, everything: bool = True) -> None:
+        """Write what is due (with `everything`, also the records allowed to lag)."""
         self._dirty.clear()
-        batch, self._pending = list(self._pending.values()), {}
+        tasks = [t for t, r in self._latest.items() if self._written.get(t) != r.last_fire] \
+            if everything else list(self._due)
+        self._due.clear()
+        batch = [self._latest[t] for t in tasks]
         for start in range(0, len(batch), _CHUNK):
             chunk = batch[start:start + _CHUNK]
             results = await asyncio.gather(
@@ -53,4 +66,7 @@ class FireRecords:
                 if isinstance(result, BaseException):
                     log.warning("could not record fire; retrying", extra={"task": record.task,
                                                                          "error": str(result)})
-                    self.note(record)
+                    self._due.add(record.task)
+                    self._dirty.set()
+                else:
+                    self._written[record.task] = record.last_fire
