@@ -87,7 +87,7 @@ class KodaBot(discord.Client):
             return 0
         posted = 0
         async with self._post_lock:
-            for record in await self.ctx.desk.store.pending():
+            for record in await self.ctx.desk.refresh():
                 if record.discord_message_id is not None:
                     continue
                 message = await self.get_partial_messageable(channel_id).send(

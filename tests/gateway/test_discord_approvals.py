@@ -6,6 +6,8 @@ import asyncio
 import copy
 from datetime import UTC, datetime, timedelta
 
+from prometheus_client import generate_latest
+
 from koda.shared.approvals import ApprovalStore
 from koda.shared.bus import Bus
 from koda.shared.messages import ApprovalRecord
@@ -26,6 +28,8 @@ async def test_approval_is_posted_with_buttons_and_an_approver_click_runs_it_onc
         gateway: RunningGateway, fake_discord: FakeDiscord, propose: Propose, bus: Bus) -> None:
     record = await propose()
     message = await posted_message(fake_discord, record.id)
+    assert gateway.service is not None
+    assert "koda_approvals_pending 1.0" in generate_latest(gateway.service.registry).decode()
     assert buttons(message) == [f"koda:approve:{record.id}", f"koda:reject:{record.id}"]
     assert "video.publish" in message["content"] and "New video is ready" in message["content"]
 
@@ -62,7 +66,10 @@ async def test_approval_is_posted_with_buttons_and_an_approver_click_runs_it_onc
     await asyncio.sleep(0.3)
     assert len(await actions_published(bus, "video.publish")) == 1
     assert gateway.service is not None
-    assert gateway.service.desk.total.labels("approved")._value.get() == 1
+    metrics = generate_latest(gateway.service.registry).decode()
+    assert 'koda_approvals_total{outcome="approved"} 1.0' in metrics
+    assert "koda_approval_wait_seconds_count 1.0" in metrics
+    assert "koda_approvals_pending 0.0" in metrics
 
 
 async def test_two_clicks_at_once_give_one_action(

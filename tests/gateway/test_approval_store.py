@@ -1,0 +1,72 @@
+"""`ApprovalStore` on a real NATS server: decided once, dispatched once, reminded once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from koda.shared.approvals import ApprovalStore, new_proposal
+from koda.shared.bus import Bus
+
+from .conftest import SECRET
+from .helpers import actions_published, all_events
+
+
+async def test_propose_is_idempotent_and_redacts_what_the_agent_wrote(bus: Bus, home: object) -> None:
+    store = ApprovalStore(bus)
+    record = new_proposal("publish-video", "publish-video.m1", "video.publish",
+                          args={"note": f"key {SECRET}"}, reason=f"uses {SECRET}")
+    first = await store.propose(record)
+    again = await store.propose(record)
+    assert first.id == again.id == "publish-video.m1.video.publish.1"
+    assert SECRET not in first.model_dump_json() and "[redacted]" in first.reason
+    assert first.args["note"] == "key [redacted]"
+    requested = [e for e in await all_events(bus) if e.event == "approval.requested"]
+    assert len(requested) == 1 and SECRET not in requested[0].model_dump_json()
+
+
+async def test_a_decision_is_taken_once_and_a_late_one_expires(bus: Bus, home: object) -> None:
+    store = ApprovalStore(bus)
+    record = await store.propose(new_proposal("publish-video", "r.m1", "video.publish"))
+    assert (await store.decide(record.id, False, "111")).changed
+    repeat = await store.decide(record.id, True, "111")
+    assert not repeat.changed and repeat.reason == "already rejected"
+    assert await actions_published(bus, "video.publish") == []
+
+    old = await store.propose(new_proposal("publish-video", "r.m2", "video.publish",
+                                           timeout_minutes=1,
+                                           now=datetime.now(UTC) - timedelta(minutes=5)))
+    late = await store.decide(old.id, True, "111")
+    assert not late.changed and late.reason == "expired"
+    assert late.record is not None and late.record.status == "expired"
+    assert await actions_published(bus, "video.publish") == []
+
+
+async def test_an_approval_cut_short_before_its_publish_is_dispatched_once(
+        bus: Bus, home: object) -> None:
+    store = ApprovalStore(bus)
+    record = await store.propose(new_proposal("publish-video", "r.m3", "video.publish"))
+    entry = await store.kv.get(record.id)
+    # As if the gateway died between recording "approved" and publishing the action.
+    approved = record.model_copy(update={"status": "approved", "decided_by": "111",
+                                         "decided_at": datetime.now(UTC)})
+    await store.kv.update(record.id, approved.to_bytes(), last=entry.revision)
+    assert await store.dispatch_pending() == 1
+    assert await store.dispatch_pending() == 0
+    # Even a second publish with the same key is dropped by JetStream's duplicate window.
+    await store._dispatch(approved)
+    published = await actions_published(bus, "video.publish")
+    assert len(published) == 1 and published[0].idempotency_key == f"approval:{record.id}"
+
+
+async def test_sweep_reminds_once_before_expiry(bus: Bus, home: object) -> None:
+    store = ApprovalStore(bus)
+    now = datetime.now(UTC)
+    record = await store.propose(new_proposal("publish-video", "r.m4", "video.publish",
+                                              timeout_minutes=60, now=now - timedelta(minutes=50)))
+    reminded, expired = await store.sweep(now)
+    assert [r.id for r in reminded] == [record.id] and expired == []
+    assert await store.sweep(now + timedelta(minutes=1)) == ([], [])
+    reminded, expired = await store.sweep(now + timedelta(minutes=11))
+    assert reminded == [] and [r.status for r in expired] == ["expired"]
+    kinds = [e.event for e in await all_events(bus)]
+    assert kinds.count("approval.reminder") == 1 and kinds.count("approval.decided") == 1
