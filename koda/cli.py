@@ -131,7 +131,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_health(args: argparse.Namespace) -> int:
     # Compose runs this in every container every 30 s: skip nats-py's unused WebSocket
-    # transport (aiohttp), about 40% of the command's CPU (bench/healthcheck.py).
+    # transport (aiohttp), about a third of the command's CPU (bench/healthcheck.py).
     sys.modules.setdefault("aiohttp", None)  # type: ignore[arg-type]
     from koda.shared.health import heartbeat_ages_sync
 
