@@ -103,6 +103,9 @@ class KodaSettings(BaseSettings):
     spend_cap_month_usd: float | None = Field(default=None, gt=0, description="Monthly spend cap.")
     worker_tool_timeout: float = Field(default=300.0, gt=0,
                                        description="How long run_script and scrape wait for a reply.")
+    claude_sandbox: bool = Field(
+        default=True, description="Run the agent's Bash in the CLI's bubblewrap sandbox, where .env and "
+        "cookies are unreadable whatever the command (about 0.3 s per session; needs bwrap and socat).")
 
     def expanded_home(self) -> Path:
         return self.home.expanduser().resolve()

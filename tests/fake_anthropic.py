@@ -49,8 +49,9 @@ class ToolUse:
     text: str = ""
 
     @classmethod
-    def one(cls, name: str, **tool_input: Any) -> ToolUse:
-        return cls(((name, tool_input),))
+    def one(cls, tool: str, /, **tool_input: Any) -> ToolUse:
+        """One call of `tool` with `tool_input` as its input."""
+        return cls(((tool, tool_input),))
 
 
 @dataclass(frozen=True)

@@ -57,8 +57,9 @@ def scrub_available() -> bool:
     """The CLI's subprocess scrub runs tools under bubblewrap; without it the CLI will not start."""
     if shutil.which("bwrap") and shutil.which("socat"):
         return True
-    log.warning("bubblewrap or socat is not installed: the CLI's subprocess env scrub is off, so "
-                "Bash can see the Claude credential (never a third-party one). apt-get install bubblewrap socat")
+    log.warning("bubblewrap or socat is not installed: the CLI's subprocess env scrub and sandbox are "
+                "off, so Bash can see the Claude credential (never a third-party one) and .env is "
+                "guarded by the hook alone. apt-get install bubblewrap socat")
     return False
 
 
@@ -78,7 +79,7 @@ def cli_env(settings: KodaSettings, layout: HomeLayout,
         "CLAUDE_CODE_MAX_RETRIES": str(settings.claude_max_retries),
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         # The CLI strips its own credentials from the shells and tools it starts (needs bwrap).
-        "CLAUDE_CODE_SUBPROCESS_ENV_SCRUB": "1" if scrub_available() else "0",
+        "CLAUDE_CODE_SUBPROCESS_ENV_SCRUB": "1" if settings.claude_sandbox and scrub_available() else "0",
         "DISABLE_AUTOUPDATER": "1",
     })
     return env
@@ -142,7 +143,7 @@ def build_options(settings: KodaSettings, layout: HomeLayout, spec: SessionSpec,
         return PermissionResultAllow()
 
     servers: dict[str, Any] = {**mcp_servers(layout), "koda": koda_server}
-    sandboxed = scrub_available()
+    sandboxed = settings.claude_sandbox and scrub_available()
     return ClaudeAgentOptions(
         system_prompt={"type": "preset", "preset": "claude_code", "append": spec.system_append},
         setting_sources=[],

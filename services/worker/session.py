@@ -47,21 +47,23 @@ async def run_session(prompt: str, options: Any, *, timeout: float,
     """Run `prompt` with `options` to its end, a limit, or a rate limit."""
     from claude_agent_sdk import (
         AssistantMessage,
+        ClaudeSDKClient,
         RateLimitEvent,
         ResultMessage,
         SystemMessage,
         TextBlock,
-        query,
     )
 
     result = SessionResult(outcome="error")
     started = time.monotonic()
     last_text = ""
     seen_result = False
-    stream = query(prompt=prompt, options=options)
+    # The client (not `query()`) because leaving it closes the CLI and every stream at once,
+    # also when we stop early on a rate limit.
     try:
-        async with asyncio.timeout(timeout):
-            async for message in stream:
+        async with asyncio.timeout(timeout), ClaudeSDKClient(options=options) as client:
+            await client.query(prompt)
+            async for message in client.receive_response():
                 if on_message is not None:
                     await on_message(message)
                 if isinstance(message, AssistantMessage):
@@ -85,20 +87,11 @@ async def run_session(prompt: str, options: Any, *, timeout: float,
                 elif isinstance(message, ResultMessage):
                     seen_result = True
                     _finish(result, message, last_text)
-                    break
     except TimeoutError:
         result.outcome, result.error = "timeout", f"time limit of {timeout:.0f}s reached"
     except Exception as exc:
-        # After error_max_turns the SDK raises; the result is already recorded.
-        if not seen_result:
+        if not seen_result and result.outcome != "rate_limited":
             result.outcome, result.error = "error", f"{type(exc).__name__}: {exc}"[:2000]
-    finally:
-        try:
-            await stream.aclose()  # type: ignore[attr-defined]  # stops the CLI if we left early
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            log.debug("closing the session raised %r", exc)
     if result.outcome != "rate_limited" and not seen_result and result.outcome == "error" \
             and result.error is None:
         result.error = "the session ended without a result"
@@ -118,7 +111,7 @@ def _finish(result: SessionResult, message: Any, last_text: str) -> None:
     if subtype == "error_max_turns":
         result.outcome, result.error = "turn_cap", f"reached the turn cap ({result.turns} turns)"
     elif subtype == "error_max_budget_usd":
-        result.outcome, result.error = "budget", f"session budget spent (${result.cost_usd:.2f})"
+        result.outcome, result.error = "budget", f"session budget spent (${result.cost_usd:.4f})"
     elif message.is_error and message.api_error_status == 429:
         result.outcome, result.error = "rate_limited", "429 from the API"
     elif message.is_error:

@@ -8,7 +8,7 @@ from pathlib import Path
 from koda.shared.bus import Bus
 from koda.shared.home import HomeLayout
 from koda.shared.settings import KodaSettings
-from tests.fake_anthropic import FakeAnthropic, ToolUse, sequence, Text
+from tests.fake_anthropic import FakeAnthropic, Text, sequence
 from tests.worker.conftest import Events, publish_run, run_request, running_worker, write_tasks
 
 
