@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from koda.services.worker.options import scrub_available
 from koda.shared.bus import Bus
 from koda.shared.home import HomeLayout
 from koda.shared.settings import KodaSettings
@@ -15,6 +16,8 @@ PROCESS_SECRET = "proc-env-secret-19c2e"
 COOKIE_SECRET = "cookie-session-secret-55d1"
 
 
+@pytest.mark.skipif(not scrub_available(), reason="needs bubblewrap and socat (./dev test installs them): "
+                    "without the CLI's sandbox a disguised `cat .e''nv` is not stopped")
 async def test_reading_env_or_running_env_never_sends_a_secret(
         wsettings: KodaSettings, fake_api: FakeAnthropic, bus: Bus, events: Events,
         monkeypatch: pytest.MonkeyPatch) -> None:
