@@ -9,13 +9,17 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install pip==26.3 setuptools==84.2.1
-# Dependencies first, from pyproject's exact pins and constraints.txt (their whole closure),
-# so a code change does not reinstall them.
-COPY pyproject.toml constraints.txt ./
+# Dependencies first, so a code change does not reinstall them: constraints.txt is the exact
+# closure of pyproject's runtime extras (tests/deploy/pins.py keeps the two in step).
+COPY constraints.txt ./
+RUN /opt/venv/bin/pip install -r constraints.txt
+COPY pyproject.toml ./
 COPY koda ./koda
 COPY shared ./shared
 COPY services ./services
-RUN /opt/venv/bin/pip install --no-build-isolation -c constraints.txt ".[agent,gateway,scraper]"
+# The same constraints again: pip refuses anything pyproject asks for that differs from them.
+RUN /opt/venv/bin/pip install --no-build-isolation -c constraints.txt ".[agent,gateway,scraper]" \
+ && /opt/venv/bin/pip check
 
 # ---- runtime: Debian's Chromium, the virtualenv, the home template, a non-root user ---------
 FROM python:3.11-slim-bookworm

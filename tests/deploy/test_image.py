@@ -38,7 +38,7 @@ def test_dockerfile_is_multi_stage_non_root_with_chromium_and_a_health_check() -
     for package in ("chromium", "bubblewrap", "socat"):
         assert re.search(rf"\b{package}\b", installs), package
     assert re.search(r"^HEALTHCHECK .*\n?.*koda health", text, re.M)
-    assert "-c constraints.txt" in text
+    assert "pip install -r constraints.txt" in text and "-c constraints.txt" in text
 
 
 def test_dockerignore_keeps_credentials_and_the_dev_tree_out_of_the_build() -> None:
