@@ -30,11 +30,17 @@ def console_token(settings: KodaSettings) -> str:
     path: Path = settings.expanded_state() / TOKEN_FILE
     if path.is_file() and path.read_text().strip():
         return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(token + "\n")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(token + "\n")
+    except OSError as exc:
+        # Still never open: nobody knows this token, so nobody gets in until one is set.
+        log.error("KODA_CONSOLE_TOKEN is not set and no token file could be written; the console "
+                  "refuses everyone", extra={"file": str(path), "error": str(exc)})
+        return token
     log.warning("KODA_CONSOLE_TOKEN is not set; generated a console token", extra={"file": str(path)})
     return token
 

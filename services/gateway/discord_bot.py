@@ -104,7 +104,10 @@ class KodaBot(discord.Client):
         message = self.get_partial_messageable(record.discord_channel_id).get_partial_message(
             record.discord_message_id)
         view = decision_view(record.id) if record.status == "pending" else None
-        await message.edit(content=reports.approval_text(record, self.ctx.redact), view=view)
+        try:
+            await message.edit(content=reports.approval_text(record, self.ctx.redact), view=view)
+        except discord.NotFound:
+            log.warning("approval message is gone", extra={"approval_id": record.id})
 
     async def remind(self, record: ApprovalRecord) -> None:
         channel_id = record.discord_channel_id or self.settings.discord_approvals_channel
@@ -125,7 +128,14 @@ class KodaBot(discord.Client):
             await interaction.response.send_message(
                 "You are not on Koda's approver list; nothing was changed.", ephemeral=True)
             return
-        decision = await self.ctx.desk.decide(approval_id, approve, str(user_id))
+        try:
+            decision = await self.ctx.desk.decide(approval_id, approve, str(user_id))
+        except Exception:
+            log.exception("could not record a decision", extra={"approval_id": approval_id})
+            await interaction.response.send_message(
+                "Koda could not record that decision (bus unavailable); nothing changed, please "
+                "try again.", ephemeral=True)
+            return
         record = decision.record
         if record is None:
             await interaction.response.send_message("No such approval.", ephemeral=True)

@@ -37,8 +37,9 @@ class GatewayService(Service):
         self.desk = ApprovalDesk(self.bus, self.registry)
         self.ctx = GatewayContext(self.settings, self.bus, HomeLayout(self.settings.expanded_home()),
                                   self.desk, self.redact)
-        self.redact.add([console_token(self.settings)])
-        await self._start_console()
+        token = console_token(self.settings)
+        self.redact.add([token])
+        await self._start_console(token)
         redispatched = await self.desk.store.dispatch_pending()
         if redispatched:
             log.info("re-published approved actions cut short", extra={"count": redispatched})
@@ -55,11 +56,11 @@ class GatewayService(Service):
         self.bot = KodaBot(self.ctx)
         self.stack.push_async_callback(self._close_bot)
 
-    async def _start_console(self) -> None:
+    async def _start_console(self, token: str) -> None:
         from .console import ConsoleServer, build_app
 
         port = self.settings.console_listen_port()
-        server = ConsoleServer(build_app(self.ctx, ConsoleAuth(console_token(self.settings))),
+        server = ConsoleServer(build_app(self.ctx, ConsoleAuth(token)),
                                self.settings.http_host, port)
         try:
             await server.start()
