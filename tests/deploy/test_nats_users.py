@@ -39,6 +39,7 @@ class UsersStack:
 
     root: Path
     nats_url: str = ""
+    monitor_port: int = 0
     passwords: dict[str, str] = field(default_factory=dict)
     envs: dict[str, dict[str, str]] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -105,6 +106,7 @@ def users_stack(tmp_path_factory: pytest.TempPathFactory,
     out = UsersStack(root)
     port = free_port_block(2)
     out.nats_url = f"nats://127.0.0.1:{port}"
+    out.monitor_port = port + 1
     nats_env = _env(services["nats"]["environment"], {})
     out.passwords = {s: nats_env[f"KODA_NATS_PASSWORD_{s.upper()}"] for s in SERVICES}
     # The shipped file with only its store moved into the test's folder (NATS will not take
@@ -176,6 +178,13 @@ def test_every_service_runs_under_its_own_user_and_passes_its_healthcheck(
 def _as(stack: UsersStack, user: str) -> KodaSettings:
     return KodaSettings(nats_url=stack.nats_url, nats_user=user,
                         nats_password=SecretStr(stack.passwords[user]))
+
+
+def test_the_nats_healthcheck_passes_on_the_shipped_config(users_stack: UsersStack) -> None:
+    check = compose_model_cache()["services"]["nats"]["healthcheck"]["test"]  # type: ignore[index]
+    assert check[0] == "CMD" and check[1] == "python"
+    argv = [sys.executable, *[a.replace("8222", str(users_stack.monitor_port)) for a in check[2:]]]
+    assert subprocess.run(argv, capture_output=True, timeout=10).returncode == 0
 
 
 async def test_a_run_and_a_script_request_cross_services_under_their_own_users(
