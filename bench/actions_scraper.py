@@ -196,6 +196,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         r = asyncio.run(bench(args, Path(tmp)))
+    # Page loads swing with other work on the machine: say how busy it was.
+    r["load_average_1m"] = os.getloadavg()[0]
     action_overhead = r["action_p50_ms"] - r["spawn_p50_ms"]
     scrape_overhead = r["warm_job_p50_ms"] - r["raw_page_p50_ms"]
     rows = [
@@ -210,6 +212,7 @@ def main() -> None:
     for name, p50, p95 in rows:
         print(f"{name:40} {p50:9.1f} {p95:9.1f}")
     print(f"{'first job: browser launch + login':40} {r['cold_login_job_ms']:9.1f}")
+    print(f"load average (1 min) at the end: {r['load_average_1m']:.1f} on {os.cpu_count()} cores")
     print(f"action overhead over the bare spawn: {action_overhead:.1f} ms p50 "
           f"({r['action_p50_ms'] / r['spawn_p50_ms']:.2f}x; target <= {TARGET_ACTION_OVERHEAD_MS:.0f} ms)")
     ratio = r["warm_job_p50_ms"] / r["raw_page_p50_ms"]
@@ -226,7 +229,7 @@ def main() -> None:
     print(f"RESULT actions_scraper action_overhead_p50_ms={action_overhead:.1f} "
           f"repeat_p50_ms={r['repeat_p50_ms']:.1f} scrape_overhead_p50_ms={scrape_overhead:.1f} "
           f"wall_job_p50_ms={r['wall_job_p50_ms']:.0f} browser_tree_mb={r['tree_pss_browser_mb']:.0f} "
-          f"after_close_mb={r['tree_pss_after_close_mb']:.0f} ok={ok}")
+          f"after_close_mb={r['tree_pss_after_close_mb']:.0f} load={r['load_average_1m']:.1f} ok={ok}")
 
 
 if __name__ == "__main__":

@@ -39,23 +39,24 @@ def screenshot_path(directory: Path, site: str, job_id: str) -> Path:
 
 async def read_page(context: Any, site_name: str, site: Site, request: ScrapeRequest,
                     screenshots: Path) -> PageData:
+    """Open the job's URL (or the site's start page) in `context` and read what it asks for.
+
+    The page is left to close with the caller's context: closing it here costs a round trip.
+    """
     page = await context.new_page()
-    try:
-        visit = await open_page(page, request.url or site.start_url, site.login_wall)
-        if visit.wall:
-            return PageData(wall=True, url=visit.url)
-        text = await page.inner_text("body")
-        extracted = {}
-        for name, selector in request.selectors.items():
-            locator = page.locator(selector)
-            extracted[name] = (await locator.first.inner_text()
-                               if await locator.count() else "")[:MAX_FIELD_CHARS]
-        shot = None
-        if request.screenshot:
-            shot = screenshot_path(screenshots, site_name, request.job_id)
-            shot.parent.mkdir(parents=True, exist_ok=True)
-            await page.screenshot(path=str(shot), full_page=True)
-        return PageData(wall=False, url=visit.url, text=text[:MAX_TEXT_CHARS],
-                        extracted=extracted, screenshot=shot)
-    finally:
-        await page.close()
+    visit = await open_page(page, request.url or site.start_url, site.login_wall)
+    if visit.wall:
+        return PageData(wall=True, url=visit.url)
+    text = await page.inner_text("body")
+    extracted = {}
+    for name, selector in request.selectors.items():
+        locator = page.locator(selector)
+        extracted[name] = (await locator.first.inner_text()
+                           if await locator.count() else "")[:MAX_FIELD_CHARS]
+    shot = None
+    if request.screenshot:
+        shot = screenshot_path(screenshots, site_name, request.job_id)
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(shot), full_page=True)
+    return PageData(wall=False, url=visit.url, text=text[:MAX_TEXT_CHARS],
+                    extracted=extracted, screenshot=shot)
