@@ -36,6 +36,7 @@ from .page import read_page
 
 log = logging.getLogger(__name__)
 CONCURRENCY = 2
+MAX_RESULT_BYTES = 900_000  # a reply is one NATS message (1 MiB at most)
 HOUSEKEEPING_EVERY = 5.0  # at most; sooner when the browser's idle limit is shorter
 
 
@@ -90,6 +91,7 @@ class ScraperService(Service):
             "extracted": {k: redact(v) for k, v in result.extracted.items()},
             "error": redact(result.error) if result.error else None,
         })
+        result = fit(result)
         self.jobs_total.labels(request.site, outcome).inc()
         if request.reply_subject:
             try:
@@ -223,6 +225,23 @@ class ScraperService(Service):
                 await self._housekeeping()
             except Exception:
                 log.warning("housekeeping failed", exc_info=True)
+
+
+def fit(result: ScrapeResult, limit: int = MAX_RESULT_BYTES) -> ScrapeResult:
+    """Cut the page text, then the extracted fields, until the reply fits in one message."""
+    while len(result.to_bytes()) > limit:
+        if len(result.text) > 1000:
+            result = result.model_copy(update={"text": result.text[: len(result.text) // 2]
+                                               + "\n[... cut to fit one message ...]"})
+        else:
+            longest = max(result.extracted, key=lambda k: len(result.extracted[k]), default=None)
+            if longest is None or len(result.extracted[longest]) <= 1000:
+                return result.model_copy(update={"text": "", "extracted": {},
+                                                 "error": "the page's content is too large to send"})
+            cut = result.extracted[longest]
+            result = result.model_copy(update={"extracted": {
+                **result.extracted, longest: cut[: len(cut) // 2] + " [... cut ...]"}})
+    return result
 
 
 def same_site(url: str, site: Site) -> bool:
