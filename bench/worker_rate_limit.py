@@ -1,7 +1,7 @@
 """A rate-limit window over 20 queued runs: requests the API receives with Koda's pause, against
 the CLI left to its own retries.
 
-Run: `python bench/worker_rate_limit.py [WINDOW_S]` (default 180; about 2 x WINDOW in all). The
+Run: `python bench/worker_rate_limit.py [WINDOW_S]` (default 300; about 2 x WINDOW in all). The
 fake API answers every request with a 429 (`retry-after: 1`, as an API under a long usage limit
 does) for WINDOW seconds from the first request. In the same run, 20 runs each way, 4 at a time:
 - baseline: 20 `query()` calls with the CLI's default retries (10, exponential backoff), four
@@ -105,4 +105,4 @@ async def main(window: float) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(float(sys.argv[1]) if len(sys.argv) > 1 else 180.0))
+    asyncio.run(main(float(sys.argv[1]) if len(sys.argv) > 1 else 300.0))

@@ -77,12 +77,14 @@ async def run_session(prompt: str, options: Any, *, timeout: float,
                         result.outcome, result.error = "rate_limited", "429 from the API"
                         delay = message.data.get("retry_delay_ms")
                         result.retry_after = float(delay) / 1000 if delay else None
+                        await _interrupt(client)
                         break
                 elif isinstance(message, RateLimitEvent):
                     info = message.rate_limit_info
                     if info.status == "rejected":
                         result.outcome, result.error = "rate_limited", f"{info.rate_limit_type} limit"
                         result.resets_at = float(info.resets_at) if info.resets_at else None
+                        await _interrupt(client)
                         break
                 elif isinstance(message, ResultMessage):
                     seen_result = True
@@ -99,6 +101,15 @@ async def run_session(prompt: str, options: Any, *, timeout: float,
         result.text = last_text
     result.duration_s = time.monotonic() - started
     return result
+
+
+async def _interrupt(client: Any) -> None:
+    """Abort the CLI's pending retry now: closing alone gives it seconds to send one more."""
+    try:
+        async with asyncio.timeout(2):
+            await client.interrupt()
+    except Exception as exc:
+        log.debug("interrupt failed: %r", exc)
 
 
 def _finish(result: SessionResult, message: Any, last_text: str) -> None:
