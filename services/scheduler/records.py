@@ -33,6 +33,12 @@ class FireRecords:
         self._written: dict[str, datetime] = {}
         self._due: set[str] = set()
         self._dirty = asyncio.Event()
+        self._writing = 0
+
+    @property
+    def pending(self) -> int:
+        """Records waiting to be written or being written (not counting those allowed to lag)."""
+        return len(self._due) + self._writing
 
     def note(self, record: SchedulerFire) -> None:
         current = self._latest.get(record.task)
@@ -58,10 +64,15 @@ class FireRecords:
             if everything else list(self._due)
         self._due.clear()
         batch = [self._latest[t] for t in tasks]
+        self._writing += len(batch)
         for start in range(0, len(batch), _CHUNK):
             chunk = batch[start:start + _CHUNK]
-            results = await asyncio.gather(
-                *(self.kv.put(f"fire.{r.task}", r.to_bytes()) for r in chunk), return_exceptions=True)
+            try:
+                results = await asyncio.gather(
+                    *(self.kv.put(f"fire.{r.task}", r.to_bytes()) for r in chunk),
+                    return_exceptions=True)
+            finally:
+                self._writing -= len(chunk)
             for record, result in zip(chunk, results, strict=True):
                 if isinstance(result, BaseException):
                     log.warning("could not record fire; retrying", extra={"task": record.task,
