@@ -135,6 +135,29 @@ async def run_apscheduler(bus: Bus, n: int, seconds: float) -> int:
     return fired
 
 
+async def run_floor(bus: Bus, n: int, seconds: float) -> int:
+    """What the server allows: at each second, all N requests published at once, nothing else."""
+    fired = 0
+
+    async def second_loop() -> None:
+        nonlocal fired
+        while True:
+            await until_next_second()
+            scheduled = datetime.fromtimestamp(int(time.time()), UTC)
+            ms = round(scheduled.timestamp() * 1000)
+            await asyncio.gather(*(bus.publish(f"koda.runs.f{n}-{i}", RunRequest(
+                task=f"f{n}-{i}", run_id=f"f{n}-{i}.{ms}", scheduled_for=scheduled),
+                msg_id=f"f{n}-{i}:{ms}") for i in range(n)))
+            fired += n
+
+    loop = asyncio.create_task(second_loop())
+    await warm_up(bus)
+    await asyncio.sleep(seconds)
+    loop.cancel()
+    await asyncio.gather(loop, return_exceptions=True)
+    return fired
+
+
 def stats(lateness: list[float], missed: int) -> dict[str, float]:
     ordered = sorted(lateness)
     if not ordered:
@@ -204,11 +227,13 @@ async def main() -> None:
         rows: list[dict[str, Any]] = []
         try:
             for n in SIZES:
-                for engine in ("koda", "apscheduler"):
+                for engine in ("koda", "apscheduler", "nats floor"):
                     if engine == "koda":
                         await run_koda(settings, bus, n, args.seconds)
-                    else:
+                    elif engine == "apscheduler":
                         await run_apscheduler(bus, n, args.seconds)
+                    else:
+                        await run_floor(bus, n, args.seconds)
                     lateness, per_second = await drain_runs(bus)
                     # Every task is due every second; the first and last seconds are cut by the
                     # warm-up purge and the stop, so only the seconds between count as missed.
@@ -230,6 +255,8 @@ async def main() -> None:
     ratios = {n: round(p99[(n, "koda")] / p99[(n, "apscheduler")], 3) for n in SIZES}
     print("\nratio koda p99 / apscheduler p99 (baseline, same run, same NATS): "
           + ", ".join(f"{n} tasks {ratios[n]}" for n in SIZES))
+    print("nats floor: N requests published together on the second by a bare loop; no scheduler "
+          "can beat it on this server (sync_interval: always, one fsync per stored message)")
     print(f"idle CPU with {IDLE_TASKS} tasks: koda {idle['koda_idle_cpu_pct']}% of a core, "
           f"apscheduler {idle['apscheduler_idle_cpu_pct']}%; koda loads them in "
           f"{idle['koda_start_with_10k_s']} s")
@@ -243,10 +270,11 @@ async def main() -> None:
     result = {"seconds": args.seconds, "rows": rows, "ratios": ratios, **idle, "targets": targets}
     out = ROOT / "bench" / "results" / "scheduler_lateness.json"
     out.write_text(json.dumps(result, indent=1))
-    print("RESULT scheduler_lateness " + " ".join(
-        [f"p99_{n}_ms={p99[(n, 'koda')]} aps_p99_{n}_ms={p99[(n, 'apscheduler')]} ratio_{n}={ratios[n]}"
-         for n in SIZES]) + f" idle_cpu_pct={idle['koda_idle_cpu_pct']}"
-          f" aps_idle_cpu_pct={idle['apscheduler_idle_cpu_pct']}")
+    fields = [f"p99_{n}_ms={p99[(n, 'koda')]} aps_p99_{n}_ms={p99[(n, 'apscheduler')]} "
+              f"ratio_{n}={ratios[n]} floor_p99_{n}_ms={p99[(n, 'nats floor')]}" for n in SIZES]
+    fields += [f"idle_cpu_pct={idle['koda_idle_cpu_pct']}",
+               f"aps_idle_cpu_pct={idle['apscheduler_idle_cpu_pct']}"]
+    print("RESULT scheduler_lateness " + " ".join(fields))
 
 
 if __name__ == "__main__":
