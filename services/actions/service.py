@@ -99,6 +99,10 @@ class ActionsService(Service):
             await asyncio.shield(self.results.finish(claim, cut))
             self._count(request, "interrupted")
             raise
+        except Exception as exc:  # e.g. the program does not exist: record it, do not retry
+            log.warning("action error", extra={"action": request.name}, exc_info=True)
+            error = redact(f"could not run {spec.command[0]!r}: {type(exc).__name__}: {exc}")
+            done = Executed(self._result(request, ok=False, error=error), "error")
         finally:
             self._running.discard(request.idempotency_key)
         await self.results.finish(claim, done.result)

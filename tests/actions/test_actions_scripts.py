@@ -154,7 +154,8 @@ async def test_gated_work_runs_only_with_an_approved_record_for_it(
 
 async def test_timeouts_missing_secrets_and_a_broken_manifest_are_clear_errors(
         settings: KodaSettings, bus: Bus) -> None:
-    manifest = {"scripts": [entry("slow", timeout_seconds=1), entry("needs", secrets=["NOT_SET"])]}
+    manifest = {"scripts": [entry("slow", timeout_seconds=1), entry("needs", secrets=["NOT_SET"]),
+                            {"name": "gone", "command": ["no-such-program", "x"]}]}
     home = make_home(settings, {}, {"scripts/manifest.json": manifest})
     scripts(home, slow="import time\nprint('started', flush=True)\ntime.sleep(30)\n", needs="")
     async with serving(ActionsService(settings)):
@@ -166,6 +167,9 @@ async def test_timeouts_missing_secrets_and_a_broken_manifest_are_clear_errors(
         needs = await ask(bus, "koda.actions.script.needs", ActionRequest(
             name="script.needs", idempotency_key="n"), ActionResult)
         assert not needs.ok and "NOT_SET" in (needs.error or "")
+        gone = await ask(bus, "koda.actions.script.gone", ActionRequest(
+            name="script.gone", idempotency_key="g"), ActionResult)
+        assert not gone.ok and "could not run 'no-such-program'" in (gone.error or "")
 
         (home / "scripts" / "manifest.json").write_text(
             '{"scripts": [\n  {"name": "slow", "command": ["x"], "timeout_seconds": "soon"}\n]}\n')
