@@ -3,6 +3,7 @@ health check, and an install that carries every module of the package."""
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import shutil
 import subprocess
@@ -87,3 +88,18 @@ def test_the_installed_package_carries_every_module(tmp_path: Path) -> None:
                 expected.add(f"{package}/{path.relative_to(ROOT / top).as_posix()}")
     missing = sorted(expected - names)
     assert not missing, f"not in the wheel (add to [tool.setuptools] in pyproject.toml): {missing}"
+
+
+def test_everything_the_dockerfile_copies_is_in_the_build_context() -> None:
+    ignored = [p for p in (ROOT / ".dockerignore").read_text().split() if not p.startswith("#")]
+    sources = []
+    for line in DOCKERFILE.read_text().splitlines():
+        if line.startswith("COPY ") and "--from=" not in line:
+            sources += line.split()[1:-1]
+    assert sources
+    for source in sources:
+        assert (ROOT / source).exists(), source
+        parts = Path(source).parts
+        prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        hit = [p for p in ignored for prefix in prefixes if fnmatch.fnmatch(prefix, p.removeprefix("**/"))]
+        assert not hit, f".dockerignore {hit} drops {source}, which the Dockerfile copies"
