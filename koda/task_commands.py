@@ -68,7 +68,8 @@ async def _run(settings: Any, task: str, wait: bool, timeout: float) -> int:
                 finished.set_result(event)
 
         if wait:  # listen before publishing, so even an instant run is not missed
-            await bus.nc.subscribe("koda.events.run.finished", cb=on_event)
+            for end in ("finished", "failed"):  # done, or any other outcome
+                await bus.nc.subscribe(f"koda.events.run.{end}", cb=on_event)
             await bus.nc.flush()
         try:
             paused = await bus.kv["scheduler"].get(f"pause.{task}")
@@ -89,8 +90,9 @@ async def _run(settings: Any, task: str, wait: bool, timeout: float) -> int:
                   f"(see `koda tasks`)", file=sys.stderr)
             return 124
         print(_outcome_line(run_id, event.data))
-        if event.data.get("result"):
-            print(event.data["result"])
+        for key in ("result", "error"):
+            if event.data.get(key):
+                print(event.data[key])
         return 0 if event.data.get("outcome") == "done" else 1
     finally:
         await bus.close()

@@ -1,8 +1,9 @@
-"""Pause a task after N consecutive failed runs, counted from the worker's `run.finished` events.
+"""Pause a task after N consecutive failed runs, counted from the worker's run-end events.
 
 Every scheduler instance pulls from one durable consumer, so each event is counted once; the
 count lives in the `scheduler` KV (`failures.<task>`, compare-and-set) so it survives restarts
-and leader changes. A run whose `data.outcome` is anything but "done" is a failure.
+and leader changes. A run ends in `run.finished` (outcome done) or `run.failed` (any other
+outcome); a `data.outcome` other than "done" is a failure, whichever event carries it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from koda.shared.tasks import Task
 
 log = logging.getLogger(__name__)
 DURABLE = "scheduler-failures"
-SUBJECT = "koda.events.run.finished"
+SUBJECT = "koda.events.run.*"  # run.finished and run.failed; the others are skipped
+ENDS = frozenset({"run.finished", "run.failed"})
 
 
 class FailureCounter:
@@ -61,7 +63,7 @@ class FailureCounter:
             await sub.unsubscribe()
 
     async def handle(self, event: Event) -> None:
-        if not event.task:
+        if not event.task or event.event not in ENDS:
             return
         key = f"failures.{event.task}"
         for _ in range(10):  # compare-and-set: another instance may count at the same moment
@@ -70,7 +72,7 @@ class FailureCounter:
                 count, revision = json.loads(entry.value or b"0"), entry.revision
             except KeyNotFoundError:
                 count, revision = 0, 0
-            if event.data.get("outcome") == "done":
+            if event.data.get("outcome", "done" if event.event == "run.finished" else "failed") == "done":
                 if count:
                     await self.kv.put(key, b"0")
                 return

@@ -14,8 +14,9 @@ from .helpers import at, events, metric, run_requests, start_scheduler, task, wa
 
 
 def finished(task_id: str, n: int, outcome: str) -> Event:
-    """The event a worker emits when a run ends."""
-    return Event(event="run.finished", service="worker", task=task_id, run_id=f"{task_id}.m{n}",
+    """The event a worker emits when a run ends: run.finished when done, else run.failed."""
+    kind = "run.finished" if outcome == "done" else "run.failed"
+    return Event(event=kind, service="worker", task=task_id, run_id=f"{task_id}.m{n}",
                  data={"outcome": outcome, "turns": 3})
 
 

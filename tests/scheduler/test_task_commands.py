@@ -30,7 +30,9 @@ async def output(proc: asyncio.subprocess.Process) -> tuple[int, str, str]:
 
 
 def finished(run_id: str, outcome: str) -> Event:
-    return Event(event="run.finished", service="worker", task=run_id.split(".")[0], run_id=run_id,
+    """What the worker emits at the end of a run: run.finished when done, else run.failed."""
+    return Event(event="run.finished" if outcome == "done" else "run.failed", service="worker",
+                 task=run_id.split(".")[0], run_id=run_id,
                  data={"outcome": outcome, "turns": 4, "cost_usd": 0.0123, "duration_s": 2.5,
                        "result": "Posted the summary."})
 
