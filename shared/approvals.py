@@ -134,25 +134,33 @@ class ApprovalStore:
 
     async def decide(self, approval_id: str, approve: bool, who: str,
                      now: datetime | None = None) -> Decision:
-        """Approve or reject once. Late decisions expire the record instead."""
+        """Approve or reject once. Late decisions expire the record instead.
+
+        A record changed under us by something that is not a decision (the gateway noting its
+        message, a reminder) is read again; one changed by a decision makes this one a no-op.
+        """
         now = now or datetime.now(UTC)
-        got = await self.get(approval_id)
-        if got is None:
-            return Decision(False, None, "no such approval")
-        record, revision = got
-        if record.status != "pending":
-            return Decision(False, record, f"already {record.status}")
-        if record.expires_at and now >= record.expires_at:
-            changed = await self._transition(record, revision, "expired", "expiry", now)
-            return Decision(False, changed or record, "expired")
-        status = "approved" if approve else "rejected"
-        updated = await self._transition(record, revision, status, who, now)
-        if updated is None:
-            current = await self.get(approval_id)
-            return Decision(False, current[0] if current else None, "decided concurrently")
-        if updated.status == "approved":
-            updated = await self._dispatch(updated)
-        return Decision(True, updated)
+        for _ in range(10):
+            got = await self.get(approval_id)
+            if got is None:
+                return Decision(False, None, "no such approval")
+            record, revision = got
+            if record.status != "pending":
+                return Decision(False, record, f"already {record.status}")
+            if record.expires_at and now >= record.expires_at:
+                expired = await self._transition(record, revision, "expired", "expiry", now)
+                if expired is None:
+                    continue
+                return Decision(False, expired, "expired")
+            status = "approved" if approve else "rejected"
+            updated = await self._transition(record, revision, status, who, now)
+            if updated is None:
+                continue
+            if updated.status == "approved":
+                updated = await self._dispatch(updated)
+            return Decision(True, updated)
+        current = await self.get(approval_id)
+        return Decision(False, current[0] if current else None, "decided concurrently")
 
     async def _transition(self, record: ApprovalRecord, revision: int, status: str, who: str,
                           now: datetime) -> ApprovalRecord | None:

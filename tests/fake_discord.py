@@ -59,6 +59,7 @@ class FakeDiscord:
     messages: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     responses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    response_times: dict[str, float] = field(default_factory=dict)
     commands: list[dict[str, Any]] = field(default_factory=list)
     threads: dict[str, dict[str, Any]] = field(default_factory=dict)
     dm_channels: dict[str, str] = field(default_factory=dict)
@@ -254,6 +255,7 @@ class FakeDiscord:
             return 200, self.commands
         if parts[:1] == ["interactions"] and parts[-1] == "callback":
             self.responses[parts[1]] = body
+            self.response_times[parts[1]] = time.perf_counter()
             target = self.messages.get(self._clicked.get(parts[1], ""))
             if body.get("type") == 7 and target is not None:  # UPDATE_MESSAGE edits the message
                 for key in ("content", "embeds", "components"):

@@ -72,6 +72,13 @@ class KodaBot(discord.Client):
         log.info("discord bot connected", extra={"user": str(self.user)})
         await self.post_pending()
 
+    def dispatch(self, event: str, /, *args: Any, **kwargs: Any) -> None:
+        # After close() discord.py still dispatches e.g. 'disconnect' from its connect loop, with
+        # no event loop left to run the handler: the coroutine would be dropped never awaited.
+        if self.is_closed():
+            return
+        super().dispatch(event, *args, **kwargs)
+
     def may_decide(self, user_id: int) -> bool:
         return user_id in self.approvers
 

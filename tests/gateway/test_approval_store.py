@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from koda.shared.approvals import ApprovalStore, new_proposal
@@ -70,3 +71,17 @@ async def test_sweep_reminds_once_before_expiry(bus: Bus, home: object) -> None:
     assert reminded == [] and [r.status for r in expired] == ["expired"]
     kinds = [e.event for e in await all_events(bus)]
     assert kinds.count("approval.reminder") == 1 and kinds.count("approval.decided") == 1
+
+
+async def test_a_decision_racing_a_note_or_a_reminder_still_counts(bus: Bus, home: object) -> None:
+    store = ApprovalStore(bus)
+    for i in range(15):
+        record = await store.propose(new_proposal("publish-video", f"r.race{i}", "video.publish"))
+        # The note starts first, so it usually writes between the decision's read and write.
+        noted, decision = await asyncio.gather(store.note_message(record.id, 1, 1000 + i),
+                                               store.decide(record.id, True, "111"))
+        assert decision.changed, decision.reason
+        final = (await store.get(record.id))[0]  # type: ignore[index]
+        assert final.status == "approved" and final.dispatched
+        assert noted == (final.discord_message_id == 1000 + i)
+    assert len(await actions_published(bus, "video.publish")) == 15
