@@ -119,6 +119,12 @@ class DueHeap:
             heapq.heappush(self._heap, _Entry(nxt + sched.jitter(nxt), self._seq, nxt, sched.id,
                                               self.generation))
 
+    def reschedule(self, fired: list[tuple[ScheduledTask, datetime]]) -> None:
+        """Push the fire after each one `pop_due` returned on time."""
+        for sched, scheduled in fired:
+            if self.tasks.get(sched.id) is sched:  # not removed by a reload meanwhile
+                self.push_after(sched, scheduled)
+
     def pending(self) -> dict[str, datetime]:
         """The scheduled instant of each task's next fire."""
         return {e.task_id: e.scheduled for e in self._heap if e.generation == self.generation}
@@ -152,8 +158,8 @@ class DueHeap:
                 late.setdefault(sched.id, (sched, entry.scheduled))
                 self.push_after(sched, late_before - _TICK)
             else:
+                # The next fire is pushed by `reschedule`, after these are on their way.
                 on_time.append((sched, entry.scheduled))
-                self.push_after(sched, entry.scheduled)
 
 
 _TICK = timedelta(microseconds=1)

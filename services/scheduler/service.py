@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -116,10 +117,11 @@ class SchedulerService(Service):
     async def _fire_due(self) -> None:
         now = self.clock.now()
         on_time, late = self.heap.pop_due(now, now - LATE_GRACE)
-        by_task: dict[str, list[tuple[ScheduledTask, datetime]]] = {}
-        for sched, scheduled in on_time:
-            by_task.setdefault(sched.id, []).append((sched, scheduled))
-        jobs = [self._fire_in_order(fires) for fires in by_task.values()]
+        jobs: list[Awaitable[Any]] = [
+            asyncio.create_task(self.firer.fire(sched, scheduled, scheduled + sched.jitter(scheduled)))
+            for sched, scheduled in on_time]
+        await asyncio.sleep(0)  # every publish goes out before the bookkeeping below
+        self.heap.reschedule(on_time)
         for sched, first_late in late.values():
             plan = plan_catch_up(sched, first_late - _TICK, now - LATE_GRACE - _TICK)
             if plan is not None:
@@ -128,11 +130,6 @@ class SchedulerService(Service):
         for result in results:
             if isinstance(result, BaseException):
                 log.error("fire failed", exc_info=result)
-
-    async def _fire_in_order(self, fires: list[tuple[ScheduledTask, datetime]]) -> None:
-        # One task's fires go in order, so its `fire.<task>` record ends on the newest.
-        for sched, scheduled in fires:
-            await self.firer.fire(sched, scheduled, scheduled + sched.jitter(scheduled))
 
     async def _wake_on_stop(self) -> None:
         await self.stopping.wait()
