@@ -64,6 +64,8 @@ class FakeDiscord:
     threads: dict[str, dict[str, Any]] = field(default_factory=dict)
     dm_channels: dict[str, str] = field(default_factory=dict)
     identified: int = 0
+    #: When set, REST calls with any other bot token get 401 (as Discord does for a bad token).
+    valid_token: str | None = None
 
     def __post_init__(self) -> None:
         self.bot = user(self.app_id, "koda", bot=True)
@@ -85,13 +87,13 @@ class FakeDiscord:
     def gateway_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/gateway"
 
-    async def start(self) -> None:
+    async def start(self, port: int = 0) -> None:
         app = web.Application()
         app.router.add_get("/gateway", self._gateway)
         app.router.add_route("*", "/api/v10/{path:.*}", self._rest)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
@@ -229,6 +231,9 @@ class FakeDiscord:
             except ValueError:
                 body = raw.decode("utf-8", "replace")
         self.calls.append(Call(request.method, path, body))
+        if self.valid_token and request.headers.get("Authorization") != f"Bot {self.valid_token}":
+            return web.Response(status=401, body=b'{"message": "401: Unauthorized", "code": 0}',
+                                headers={"Content-Type": "application/json"})
         parts = path.strip("/").split("/")
         result = self._route(request.method, parts, body)
         if result is None:

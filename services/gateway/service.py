@@ -32,13 +32,15 @@ class GatewayService(Service):
 
     bot: KodaBot | None = None
     console_error: str | None = None
+    discord_error: str | None = None
 
     async def setup(self) -> None:
         self.desk = ApprovalDesk(self.bus, self.registry)
         self.ctx = GatewayContext(self.settings, self.bus, HomeLayout(self.settings.expanded_home()),
                                   self.desk, self.redact)
         token = console_token(self.settings)
-        self.redact.add([token])
+        discord_token = self.settings.discord_token
+        self.redact.add([token, discord_token.get_secret_value() if discord_token else ""])
         await self._start_console(token)
         redispatched = await self.desk.store.dispatch_pending()
         if redispatched:
@@ -79,7 +81,7 @@ class GatewayService(Service):
     def health_detail(self) -> dict[str, Any]:
         return {"console": self.console_error or "ok",
                 "discord": "off" if self.bot is None else
-                ("connected" if self.bot.is_ready() else "connecting")}
+                ("connected" if self.bot.is_ready() else self.discord_error or "connecting")}
 
     async def run(self) -> None:
         loops = [self._sweep_loop()]
@@ -99,14 +101,35 @@ class GatewayService(Service):
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _bot_loop(self, token: str) -> None:
-        assert self.bot is not None
-        try:
-            await self.bot.start(token, reconnect=True)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.error("Discord bot stopped: %s", self.redact(f"{type(exc).__name__}: {exc}"),
-                      exc_info=True)
+        """Run the bot; if Discord cannot be reached, try again with a fresh client and backoff.
+        A refused token is final: it is reported in /healthz and the log, and the rest runs on."""
+        import discord
+
+        from .discord_bot import KodaBot
+
+        delay = 2.0
+        while not self.stopping.is_set():
+            assert self.bot is not None
+            try:
+                await self.bot.start(token, reconnect=True)
+                return
+            except asyncio.CancelledError:
+                raise
+            except discord.LoginFailure as exc:
+                self.discord_error = f"login refused: {exc}"
+                log.error("Discord refused the bot token; the bot stays off")
+                return
+            except Exception as exc:
+                self.discord_error = self.redact(f"{type(exc).__name__}: {exc}")
+                log.warning("Discord unreachable, retrying in %.0f s: %s", delay, self.discord_error)
+            await self._close_bot()
+            try:
+                await asyncio.wait_for(self.stopping.wait(), delay)
+                return
+            except TimeoutError:
+                pass
+            delay = min(delay * 2, 60.0)
+            self.bot = KodaBot(self.ctx)
 
     async def _deliver(self, event: Any) -> None:
         assert self.bot is not None
