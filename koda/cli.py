@@ -199,4 +199,9 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.command != "service":
+        # Commands report an unreachable bus in their own words, not as reconnect warnings.
+        import logging
+
+        logging.getLogger("koda.shared.bus").setLevel(logging.CRITICAL)
     sys.exit(COMMANDS[args.command](args))

@@ -132,7 +132,9 @@ class Bus:
         last_error: Exception | None = None
         while time.monotonic() < deadline:
             try:
-                nc = await nats.connect(
+                # nats-py retries a first connection forever when reconnects are unlimited:
+                # bound each attempt so a dead server gives our clear error, not a hang.
+                nc = await asyncio.wait_for(nats.connect(
                     settings.nats_url,
                     name=f"koda-{service}",
                     user=settings.nats_user,
@@ -145,7 +147,7 @@ class Bus:
                     error_cb=_log_error,
                     disconnected_cb=_log_disconnect,
                     reconnected_cb=_log_reconnect,
-                )
+                ), timeout=max(0.5, min(5.0, deadline - time.monotonic())))
                 break
             except Exception as exc:
                 last_error = exc
