@@ -372,7 +372,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         if reply.retry_after is not None:
             self.send_header("retry-after", str(max(1, round(reply.retry_after))))
-        self.send_header("x-should-retry", "true")
+        self.send_header("x-should-retry", "true" if reply.code == 429 or reply.code >= 500 else "false")
         self.end_headers()
         self.wfile.write(data)
 
