@@ -4,9 +4,10 @@ Starlette is FastAPI's own foundation; FastAPI itself adds about 6 MB of RSS (it
 models) for nothing these server-rendered pages use, and the idle stack has a 300 MB budget.
 
 Pages: services and health, tasks (next fire, last outcome, run now, pause/resume), runs with
-their logs and artifacts, approvals with approve/reject. Every page needs a login (the console
-token, then a session cookie); every state change needs the session's CSRF field and a
-same-origin request (see auth.py). Text is redacted of secrets before it is rendered.
+their logs and artifacts, approvals with approve/reject, the audit log (events). Every page
+needs a login (the console token, then a session cookie); every state change needs the session's
+CSRF field and a same-origin request (see auth.py). Text is redacted of secrets before it is
+rendered.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from koda.shared.bus import Bus
 from . import controls, pages, status
 from .auth import COOKIE, ConsoleAuth, same_origin
 from .context import GatewayContext
+from .events import recent_events
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Request], Awaitable[Response]]
@@ -185,6 +187,11 @@ def build_app(ctx: GatewayContext, auth: ConsoleAuth) -> Starlette:
         if path is None:
             return PlainTextResponse("no such artifact", status_code=404, headers=HEADERS)
         return PlainTextResponse(ctx.redact(status.read_text(path)), headers=HEADERS)
+
+    @route("/events")
+    async def audit(request: Request) -> Response:
+        h = viewer(request)
+        return html(pages.events(h, await recent_events(ctx.bus, 200)))
 
     @route("/approvals")
     async def approvals(request: Request) -> Response:

@@ -98,3 +98,31 @@ async def events_since(bus: Bus, since: datetime, limit: int = 5000) -> list[Eve
     finally:
         await sub.unsubscribe()
     return out
+
+
+async def recent_events(bus: Bus, count: int = 100) -> list[Event]:
+    """The last `count` events of the audit log, newest first."""
+    info = await bus.js.stream_info("EVENTS")
+    last = info.state.last_seq
+    if not last or not info.state.messages:
+        return []
+    start = max(info.state.first_seq, last - count + 1)
+    sub = await bus.js.subscribe("koda.events.>", ordered_consumer=True,
+                                 config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                                                       opt_start_seq=start))
+    out: list[Event] = []
+    try:
+        while len(out) < count:
+            try:
+                msg = await sub.next_msg(timeout=0.5)
+            except nats.errors.TimeoutError:
+                break
+            try:
+                out.append(Event.from_bytes(msg.data))
+            except ValueError:
+                pass
+            if msg.metadata.sequence.stream >= last:
+                break
+    finally:
+        await sub.unsubscribe()
+    return out[::-1]

@@ -14,7 +14,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
-from koda.shared.messages import ApprovalRecord
+from koda.shared.messages import ApprovalRecord, Event
 
 from .status import RunDetail, RunRow, ServiceRow, TaskRow
 
@@ -49,7 +49,7 @@ class Html:
     def page(self, title: str, body: str, flash: str | None = None) -> str:
         nav = "".join(f'<a href="{href}">{label}</a>' for href, label in (
             ("/", "Services"), ("/tasks", "Tasks"), ("/runs", "Runs"),
-            ("/approvals", "Approvals")))
+            ("/approvals", "Approvals"), ("/events", "Events")))
         logout = self.button("/logout", "Log out") if self.csrf else ""
         note = f'<p class="flash" role="status">{self.t(flash)}</p>' if flash else ""
         return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>'
@@ -141,3 +141,12 @@ def approvals(h: Html, records: list[ApprovalRecord], flash: str | None) -> str:
     return h.page("Approvals", table(
         h, ["id", "status", "action", "task", "why", "artifact", "expires", ""],
         (row(r) for r in ordered), "no approvals"), flash)
+
+
+def events(h: Html, items: list[Event]) -> str:
+    """The audit log, newest first."""
+    severity = {"info": "", "warning": "bad", "error": "bad", "critical": "bad"}
+    return h.page("Events", table(h, ["when", "event", "service", "task / run", "summary"], (
+        [when(e.at), f'<span class="{severity.get(e.severity, "")}">{h.t(e.event)}</span>',
+         h.t(e.service), h.t(" ".join(x for x in (e.task, e.run_id) if x)), h.t(e.summary)]
+        for e in items), "no events yet"))

@@ -67,7 +67,7 @@ async def test_log_in_see_a_pending_approval_approve_it_and_see_the_outcome(
             assert await row.locator(".status").inner_text() == "approved"
             assert "by console" in await row.inner_text()
             seen.append(await page.content())
-            for other in ("/tasks", "/runs"):
+            for other in ("/tasks", "/runs", "/events"):
                 await page.goto(console + other)
                 seen.append(await page.content())
         finally:
@@ -77,6 +77,7 @@ async def test_log_in_see_a_pending_approval_approve_it_and_see_the_outcome(
     assert len(await actions_published(bus, "video.publish")) == 1
     assert all(SECRET not in html for html in seen)
     assert "[redacted]" in seen[1]
+    assert "approval.decided" in seen[-1] and "approval.requested" in seen[-1]  # the audit log
 
 
 async def test_requests_without_the_token_or_from_another_site_are_refused(
