@@ -238,7 +238,7 @@ class ConsoleServer:
         self.host, self.port = host, port
         self._server = _EmbeddedServer(uvicorn.Config(
             app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
-            server_header=False))
+            server_header=False, http="h11", ws="none"))
         self._task: Any = None
 
     async def start(self) -> None:
