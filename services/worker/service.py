@@ -21,7 +21,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from koda.shared.bus import Delivery
 from koda.shared.errors import ConfigError, Permanent, RetryLater
 from koda.shared.home import HomeLayout
-from koda.shared.messages import RunRequest
+from koda.shared.messages import ActionRequest, ActionResult, RunRequest
 from koda.shared.service import Service
 from koda.shared.tasks import Task, TasksFile, load_tasks
 
@@ -124,9 +124,6 @@ class WorkerService(Service):
         if claim.entry.claims > self.settings.max_deliver:
             return await self._finish(claim, base, "failed", started, request=request,
                                       error=f"cut short {claim.entry.claims} times (a crash each time?)")
-        if task.script:
-            return await self._finish(claim, base, "failed", started, request=request,
-                                      error="script tasks are run by the actions service, not the worker")
         await self.bus.emit(self.bus.event(
             "run.started", f"{task.id} started", task=task.id, run_id=request.run_id,
             data={"trigger": request.trigger, "step": claim.entry.step, "resumed": claim.resumed,
@@ -135,7 +132,11 @@ class WorkerService(Service):
                           self.settings.worker_tool_timeout)
         ticker = asyncio.create_task(self._progress(delivery))
         try:
-            outcome = await self._pipeline(task, request, claim, tools).run(started + task.timeout_seconds)
+            if task.script:
+                outcome = await self._script(task, request, claim, tools)
+            else:
+                pipeline = self._pipeline(task, request, claim, tools)
+                outcome = await pipeline.run(started + task.timeout_seconds)
         except asyncio.CancelledError:
             # Shutdown cut the run short: leave it resumable, not "running" (which counts as a crash).
             await asyncio.shield(self._quiet_update(claim, status="paused", error="worker stopped"))
@@ -171,6 +172,21 @@ class WorkerService(Service):
 
         return Pipeline(task, request, self.ledger, claim, self.layout.drafts / request.run_id,
                         lambda skill: system_prompt(self.layout, skill), session, on_step)
+
+    async def _script(self, task: Task, request: RunRequest, claim: Claim, tools: KodaTools) -> RunOutcome:
+        """A script task runs no model: the actions service runs the script, once per attempt."""
+        key = f"run:{request.run_id}:{claim.entry.attempt}"
+        action = ActionRequest(name=f"script.{task.script}", idempotency_key=key, run_id=request.run_id,
+                               requested_by=f"task:{task.id}")
+        reply = await tools.request_reply(f"koda.actions.script.{task.script}", action, ActionResult,
+                                          key, timeout=task.timeout_seconds)
+        if reply is None:
+            return RunOutcome("failed",
+                              error=f"no answer from the actions service in {task.timeout_seconds}s")
+        if not reply.ok:
+            return RunOutcome("failed", text=reply.output,
+                              error=reply.error or f"script exited with {reply.exit_code}")
+        return RunOutcome("done", text=reply.output)
 
     async def _progress(self, delivery: Delivery[RunRequest]) -> None:
         """Tell JetStream the run is alive, well inside its ack deadline."""

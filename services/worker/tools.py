@@ -141,7 +141,7 @@ class KodaTools:
         key = f"{self.run_id}:script.{name}:{_key(script_args)}"
         request = ActionRequest(name=f"script.{name}", idempotency_key=key, args=script_args,
                                 run_id=self.run_id)
-        reply = await self._request(f"koda.actions.script.{name}", request, ActionResult, key)
+        reply = await self.request_reply(f"koda.actions.script.{name}", request, ActionResult, key)
         if reply is None:
             return _error(f"no answer from the actions service within {self.timeout:.0f}s")
         status = "ok" if reply.ok else f"failed ({reply.error or reply.exit_code})"
@@ -154,7 +154,7 @@ class KodaTools:
         job_id = f"{self.run_id}.{_key(site, args.get('url'), args.get('selectors'))}"
         request = ScrapeRequest(site=site, job_id=job_id, url=args.get("url"),
                                 selectors=dict(args.get("selectors") or {}))
-        reply = await self._request(f"koda.scrape.{site}", request, ScrapeResult, None)
+        reply = await self.request_reply(f"koda.scrape.{site}", request, ScrapeResult, None)
         if reply is None:
             return _error(f"no answer from the scraper within {self.timeout:.0f}s")
         if not reply.ok:
@@ -164,16 +164,16 @@ class KodaTools:
             body += "\n" + json.dumps(reply.extracted, indent=1)
         return _untrusted(f"web page from {site}", body, self.redact, False)
 
-    async def _request(self, subject: str, request: Any, model: type[Message],
-                       msg_id: str | None) -> Any:
-        """Publish durably with a reply inbox and wait for the one answer."""
+    async def request_reply(self, subject: str, request: Any, model: type[Message],
+                            msg_id: str | None, timeout: float | None = None) -> Any:
+        """Publish durably with a reply inbox and wait for the one answer (None: no answer)."""
         nc = self.bus.nc
         inbox = nc.new_inbox()
         sub = await nc.subscribe(inbox, max_msgs=1)
         try:
             request.reply_subject = inbox
             await self.bus.publish(subject, request, msg_id=msg_id)
-            msg = await sub.next_msg(timeout=self.timeout)
+            msg = await sub.next_msg(timeout=timeout or self.timeout)
             return model.from_bytes(msg.data)
         except TimeoutError:
             return None

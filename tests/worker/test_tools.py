@@ -95,3 +95,19 @@ async def test_koda_tools_from_a_real_session(
     assert "propose_action" in results[6]  # the gated Write was refused, pointing the way
     assert (layout.root / "post.md").exists() is False
     assert SCRIPT_SECRET not in fake_api.all_text()
+
+
+async def test_a_script_task_runs_through_the_actions_service_without_a_model(
+        wsettings: KodaSettings, fake_api: FakeAnthropic, bus: Bus, events: Events,
+        responders: list[str]) -> None:
+    HomeLayout(wsettings.expanded_home()).env.write_text(f"YOUTUBE_API_KEY={SCRIPT_SECRET}\n")
+    write_tasks(wsettings, {"id": "members-sync", "script": "sync-members"})
+    request = run_request("members-sync")
+    async with running_worker(wsettings):
+        await publish_run(bus, request)
+        await events.wait(lambda: events.finished(), timeout=30)
+    [event] = events.finished()
+    assert event.data["outcome"] == "done"
+    assert event.data["result"] == "views: 1200 (key [redacted] used)"
+    assert responders == ["script.sync-members"]
+    assert fake_api.calls == []
