@@ -12,6 +12,7 @@ from koda.shared.approvals import ApprovalStore
 from koda.shared.bus import Bus
 from koda.shared.messages import ApprovalRecord
 from tests.fake_discord import FakeDiscord
+from tests.natsserver import NatsServer
 
 from .conftest import APPROVER, STRANGER, Propose, RunningGateway
 from .helpers import actions_published, buttons, eventually
@@ -167,3 +168,16 @@ async def test_expiry_reminds_once_then_rejects(
 async def _expired_counted(gateway: RunningGateway) -> bool:
     assert gateway.service is not None
     return bool(gateway.service.desk.total.labels("expired")._value.get() == 1)
+
+
+async def test_a_pending_approval_survives_nats_and_the_gateway_restarting(
+        gateway: RunningGateway, fake_discord: FakeDiscord, propose: Propose, bus: Bus,
+        nats_server: NatsServer) -> None:
+    record = await propose()
+    message = await posted_message(fake_discord, record.id)
+    await gateway.stop()
+    nats_server.restart()  # the approvals KV is on disk (file storage, sync always)
+    await gateway.start()
+    clicked = await fake_discord.click(message["id"], f"koda:approve:{record.id}", APPROVER)
+    assert (await fake_discord.response(clicked))["type"] == 7
+    assert len(await actions_published(bus, "video.publish")) == 1
