@@ -20,7 +20,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from koda.shared.bus import Delivery
 from koda.shared.errors import ConfigError, Permanent, RetryLater
-from koda.shared.home import HomeLayout
+from koda.shared.home import LEARNINGS_CAP, HomeLayout
 from koda.shared.messages import ActionRequest, ActionResult, RunRequest
 from koda.shared.service import Service
 from koda.shared.tasks import Task, TasksFile, load_tasks
@@ -29,10 +29,10 @@ from .ledger import Claim, Ledger
 from .limits import Limits
 from .options import SessionSpec, build_options
 from .pipeline import Pipeline, RunOutcome
-from .prompt import system_prompt
+from .prompt import read_learnings, system_prompt
 from .records import RunRecord, append_daily_log, write_record
 from .session import SessionResult, run_session
-from .tools import KodaTools
+from .tools import CONSOLIDATE_SKILL, KodaTools
 
 log = logging.getLogger(__name__)
 #: JetStream's own delivery bound for RUNS. Pauses re-queue a run without it being a failure,
@@ -143,6 +143,8 @@ class WorkerService(Service):
             raise
         finally:
             ticker.cancel()
+        if task.id != CONSOLIDATE_SKILL and read_learnings(self.layout)[1] > LEARNINGS_CAP:
+            await tools.queue_consolidation()  # also when the agent edited learnings.md itself
         if outcome.cost_usd:
             await self.limits.add_spend(outcome.cost_usd)
             self.m_cost.labels(task.id).inc(outcome.cost_usd)

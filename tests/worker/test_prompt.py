@@ -25,15 +25,20 @@ async def test_host_claude_md_never_reaches_the_model_but_the_soul_does(
     request = run_request("hello")
     async with running_worker(wsettings):
         await publish_run(bus, request)
-        await events.wait(lambda: events.finished(), timeout=60)
-    [finished] = events.finished()
+        # learnings.md is past 100 lines, so the run also queues a consolidate-learnings run.
+        await events.wait(lambda: len(events.finished()) == 2, timeout=60)
+    [finished] = events.finished_for(request.run_id)
+    [consolidation] = [e for e in events.finished() if e.task == "consolidate-learnings"]
+    assert consolidation.data["outcome"] == "done"
+    [skill_call] = [c for c in fake_api.main_calls() if "consolidate-learnings" in c.prompt]
+    assert '<skill name="consolidate-learnings">' in skill_call.system
     assert finished.event == "run.finished", finished
     assert finished.data["outcome"] == "done"
     assert finished.data["result"] == "hello"
     sent = fake_api.all_text()
     assert "HOST-SECRET-INSTRUCTIONS" not in sent
     assert "leaky-value" not in sent
-    [call] = fake_api.main_calls()
+    [call] = [c for c in fake_api.main_calls() if "Say hello" in c.prompt]
     assert "You are **Koda**" in call.system  # soul.md
     assert "Say hello to the creator." in call.prompt
     # learnings.md holds 150 lines; only the newest 100 go into the prompt
