@@ -20,18 +20,20 @@ from koda.shared.messages import SchedulerFire
 
 log = logging.getLogger(__name__)
 _CHUNK = 500  # writes in flight at once during a flush
+_REFRESH_PER_FLUSH = 20  # lagging records rewritten per flush: at most 100 a second
 
 
 class FireRecords:
     """Coalescing writer of the last decided fire per task."""
 
-    def __init__(self, kv: KeyValue, interval: float = 0.2, max_lag: float = 10.0) -> None:
+    def __init__(self, kv: KeyValue, interval: float = 0.2, max_lag: float = 30.0) -> None:
         self.kv = kv
         self.interval = interval
         self.max_lag = timedelta(seconds=max_lag)
         self._latest: dict[str, SchedulerFire] = {}
         self._written: dict[str, datetime] = {}
         self._due: set[str] = set()
+        self._refresh: set[str] = set()
         self._dirty = asyncio.Event()
         self._writing = 0
 
@@ -46,9 +48,15 @@ class FireRecords:
             return
         self._latest[record.task] = record
         written = self._written.get(record.task)
-        if record.decision != "fired" or written is None or record.last_fire - written >= self.max_lag:
+        if record.decision != "fired" or written is None:
             self._due.add(record.task)
-            self._dirty.set()
+        elif record.last_fire - written >= self.max_lag:
+            # A frequent task's refresh: trickled out, so tasks that fire together (a thousand
+            # every second) do not all rewrite their records in the same second.
+            self._refresh.add(record.task)
+        else:
+            return
+        self._dirty.set()
 
     async def run(self) -> None:
         """Flush whenever something is due, at most every `interval` seconds."""
@@ -60,8 +68,15 @@ class FireRecords:
     async def flush(self, everything: bool = True) -> None:
         """Write what is due (with `everything`, also the records allowed to lag)."""
         self._dirty.clear()
-        tasks = [t for t, r in self._latest.items() if self._written.get(t) != r.last_fire] \
-            if everything else list(self._due)
+        tasks: list[str]
+        if everything:
+            tasks = [t for t, r in self._latest.items() if self._written.get(t) != r.last_fire]
+            self._refresh.clear()
+        else:
+            refresh = [self._refresh.pop() for _ in range(min(_REFRESH_PER_FLUSH, len(self._refresh)))]
+            tasks = [*self._due, *refresh]
+            if self._refresh:
+                self._dirty.set()
         self._due.clear()
         batch = [self._latest[t] for t in tasks]
         self._writing += len(batch)
