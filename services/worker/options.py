@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,11 +56,19 @@ def connection(settings: KodaSettings, layout: HomeLayout) -> dict[str, str]:
 @functools.cache
 def scrub_available() -> bool:
     """The CLI's subprocess scrub runs tools under bubblewrap; without it the CLI will not start."""
-    if shutil.which("bwrap") and shutil.which("socat"):
-        return True
-    log.warning("bubblewrap or socat is not installed: the CLI's subprocess env scrub and sandbox are "
-                "off, so Bash can see the Claude credential (never a third-party one) and .env is "
-                "guarded by the hook alone. apt-get install bubblewrap socat")
+    bwrap = shutil.which("bwrap")
+    if bwrap and shutil.which("socat"):
+        # Installed is not enough: a container without user namespaces cannot run it.
+        try:
+            probe = subprocess.run([bwrap, "--ro-bind", "/", "/", "true"], capture_output=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            probe = None
+        if probe is not None and probe.returncode == 0:
+            return True
+    log.warning("bubblewrap or socat is missing or cannot run here: the CLI's subprocess env "
+                "scrub and sandbox are off, so Bash can see the Claude credential (never a "
+                "third-party one) and .env is guarded by the hook alone. apt-get install "
+                "bubblewrap socat")
     return False
 
 
