@@ -119,6 +119,7 @@ def build_app(ctx: GatewayContext, auth: ConsoleAuth) -> Starlette:
         if not auth.token_ok(token if isinstance(token, str) else None):
             log.warning("console login refused", extra={"client": request.client.host
                                                         if request.client else None})
+            await asyncio.sleep(0.5)  # a guesser gets two tries a second, not thousands
             return html(pages.login(pages.Html(ctx.redact, None), "wrong token"), 401)
         response = RedirectResponse("/", status_code=303, headers=HEADERS)
         response.set_cookie(COOKIE, auth.new_session(), httponly=True, samesite="strict",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import warnings
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -89,8 +90,10 @@ class GatewayService(Service):
             from .events import consume_events
 
             token = self.settings.discord_token.get_secret_value()  # type: ignore[union-attr]
-            loops += [self._bot_loop(token), consume_events(self.bus, self._deliver, self.stopping),
-                      self._digest_loop()]
+            loops += [self._bot_loop(token),
+                      self._keep_running("events", lambda: consume_events(
+                          self.bus, self._deliver, self.stopping)),
+                      self._keep_running("digest", self._digest_loop)]
         tasks = [asyncio.create_task(loop) for loop in loops]
         try:
             await self.stopping.wait()
@@ -99,6 +102,22 @@ class GatewayService(Service):
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _keep_running(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run a loop until stop; if it fails (NATS gone at the wrong moment), log and restart it."""
+        delay = 1.0
+        while not self.stopping.is_set():
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s loop failed; restarting in %.0f s", name, delay)
+            try:
+                await asyncio.wait_for(self.stopping.wait(), delay)
+            except TimeoutError:
+                delay = min(delay * 2, 60.0)
 
     async def _bot_loop(self, token: str) -> None:
         """Run the bot; if Discord cannot be reached, try again with a fresh client and backoff.
