@@ -121,15 +121,22 @@ async def test_wrong_credentials_escalate_once_then_fail_fast_until_cleared(
 
         # A person fixes the password and clears the site with the real command.
         (home / ".env").write_text(f"SITE_EMAIL={EMAIL}\nSITE_PASSWORD={PASSWORD}\n")
-        env = {**os.environ, "KODA_HOME": str(home), "KODA_NATS_URL": settings.nats_url}
-        cleared = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "koda", "site", "clear", "members", env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await asyncio.wait_for(cleared.communicate(), timeout=30)
-        assert cleared.returncode == 0, err.decode()
-        assert out.decode().startswith("members: cleared")
+        assert (await koda(settings, "site", "list")).startswith("members: needs a person since")
+        assert (await koda(settings, "site", "clear", "members")).startswith("members: cleared")
+        assert await koda(settings, "site", "list") == "no site needs a person\n"
 
         fixed = await ask(bus, "koda.scrape.members", job(6), ScrapeResult)
         assert fixed.ok, fixed.error
         assert site.logins == 1
     assert await event_count(bus, "scrape.needs_human") == 1
+
+
+async def koda(settings: KodaSettings, *args: str) -> str:
+    """Run the real `koda` command against this test's home and NATS; its stdout."""
+    env = {**os.environ, "KODA_HOME": str(settings.home), "KODA_NATS_URL": settings.nats_url}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "koda", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
