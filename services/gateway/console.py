@@ -237,6 +237,7 @@ class ConsoleServer:
 
     def __init__(self, app: Starlette, host: str, port: int) -> None:
         self.host, self.port = host, port
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # we log our own start
         self._server = _EmbeddedServer(uvicorn.Config(
             app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
             server_header=False, http="h11", ws="none"))
