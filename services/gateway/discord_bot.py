@@ -165,6 +165,13 @@ class KodaBot(discord.Client):
         if not self.may_decide(payload.user_id):
             log.warning("approval reaction from a user not on the allowlist",
                         extra={"user": payload.user_id, "approval_id": record.id})
+            # A reaction cannot be answered privately; taking it away shows it did not count.
+            message = self.get_partial_messageable(payload.channel_id).get_partial_message(
+                payload.message_id)
+            try:
+                await message.remove_reaction(payload.emoji, discord.Object(payload.user_id))
+            except discord.HTTPException:
+                pass  # no Manage Messages permission: the reaction stays, still without effect
             return
         decision = await self.ctx.desk.decide(record.id, emoji == APPROVE, str(payload.user_id))
         if decision.record is not None:
