@@ -197,7 +197,21 @@ def build_app(ctx: GatewayContext, auth: ConsoleAuth) -> Starlette:
     @route("/approvals")
     async def approvals(request: Request) -> Response:
         h = viewer(request)
-        return html(pages.approvals(h, await ctx.desk.store.all(), flash(request)))
+        records = await ctx.desk.store.all()
+        drafts = {}
+        for r in records:
+            path = status.draft_file(ctx.home, r.artifact)
+            if path is not None:
+                drafts[r.id] = path.relative_to(ctx.home.drafts.resolve()).as_posix()
+        return html(pages.approvals(h, records, flash(request), drafts))
+
+    @route("/drafts/{name:path}")
+    async def draft(request: Request) -> Response:
+        viewer(request)
+        path = status.draft_file(ctx.home, f"data/drafts/{request.path_params['name']}")
+        if path is None:
+            return PlainTextResponse("no such draft", status_code=404, headers=HEADERS)
+        return PlainTextResponse(ctx.redact(status.read_text(path)), headers=HEADERS)
 
     @route("/approvals/{approval_id}/{verb}", "POST")
     async def decide(request: Request) -> Response:

@@ -17,7 +17,7 @@ from discord import app_commands
 
 from koda.shared.messages import ApprovalRecord, Event
 
-from . import controls, reports
+from . import controls, reports, status
 from .commands import install_commands
 from .context import GatewayContext
 from .views import DecisionButton, decision_view
@@ -98,11 +98,16 @@ class KodaBot(discord.Client):
                 if record.discord_message_id is not None:
                     continue
                 message = await self.get_partial_messageable(channel_id).send(
-                    reports.approval_text(record, self.ctx.redact), view=decision_view(record.id))
+                    self.approval_text(record), view=decision_view(record.id))
                 if not await self.ctx.desk.store.note_message(record.id, channel_id, message.id):
                     await message.delete()  # another gateway posted it first
                 posted += 1
         return posted
+
+    def approval_text(self, record: ApprovalRecord) -> str:
+        draft = status.draft_file(self.ctx.home, record.artifact)
+        return reports.approval_text(record, self.ctx.redact,
+                                     status.preview(draft) if draft else None)
 
     async def show_outcome(self, record: ApprovalRecord) -> None:
         """Edit an approval's message to its current state (buttons gone once decided)."""
@@ -112,7 +117,7 @@ class KodaBot(discord.Client):
             record.discord_message_id)
         view = decision_view(record.id) if record.status == "pending" else None
         try:
-            await message.edit(content=reports.approval_text(record, self.ctx.redact), view=view)
+            await message.edit(content=self.approval_text(record), view=view)
         except discord.NotFound:
             log.warning("approval message is gone", extra={"approval_id": record.id})
 
@@ -147,7 +152,7 @@ class KodaBot(discord.Client):
         if record is None:
             await interaction.response.send_message("No such approval.", ephemeral=True)
             return
-        content = reports.approval_text(record, self.ctx.redact)
+        content = self.approval_text(record)
         if decision.changed:
             await interaction.response.edit_message(content=content, view=None)
         else:

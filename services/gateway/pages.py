@@ -126,16 +126,20 @@ def run_detail(h: Html, detail: RunDetail, ledger: dict[str, Any] | None) -> str
     return h.page(f"Run {detail.run_id}", "".join(parts))
 
 
-def approvals(h: Html, records: list[ApprovalRecord], flash: str | None) -> str:
+def approvals(h: Html, records: list[ApprovalRecord], flash: str | None,
+              drafts: dict[str, str]) -> str:
+    """Approvals, pending first; `drafts` maps an approval id to its viewable artifact path."""
+
     def row(r: ApprovalRecord) -> list[str]:
         actions = (h.button(f"/approvals/{quote(r.id)}/approve", "Approve") + " "
                    + h.button(f"/approvals/{quote(r.id)}/reject", "Reject")
                    if r.status == "pending" else
                    f"{h.t(r.status)} by {h.t(r.decided_by)} {when(r.decided_at)}")
         args = f"<pre>{h.t(json.dumps(r.args, indent=1, default=str))}</pre>" if r.args else ""
+        artifact = (f'<a href="/drafts/{quote(drafts[r.id])}">{h.t(r.artifact)}</a>'
+                    if r.id in drafts else h.t(r.artifact or ""))
         return [h.t(r.id), f'<span class="status">{h.t(r.status)}</span>', h.t(r.action),
-                h.t(r.task), f"{h.t(r.reason)}{args}", h.t(r.artifact or ""), when(r.expires_at),
-                actions]
+                h.t(r.task), f"{h.t(r.reason)}{args}", artifact, when(r.expires_at), actions]
 
     ordered = sorted(records, key=lambda r: (r.status != "pending", r.created_at))
     return h.page("Approvals", table(

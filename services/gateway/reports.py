@@ -27,14 +27,19 @@ def _ts(when: datetime | None) -> str:
     return f"<t:{int(when.timestamp())}:R>" if when else "never"
 
 
-def approval_text(record: ApprovalRecord, redact: Redactor) -> str:
-    """The approval message: what, for which task and run, why, the artifact, the deadline."""
+def approval_text(record: ApprovalRecord, redact: Redactor, artifact_preview: str | None = None
+                  ) -> str:
+    """The approval message: what, for which task and run, why, the artifact (with the start of
+    its text when it is a draft), the deadline."""
     lines = [f"{ICONS.get(record.status, '')} **Approval needed:** `{record.action}` "
              f"for task `{record.task}` (run `{record.run_id}`)"]
     if record.reason:
         lines.append(f"**Why:** {record.reason}")
     if record.artifact:
         lines.append(f"**Artifact:** `{record.artifact}`")
+        if artifact_preview:
+            fence = "`" * 3  # a fence inside the preview would end the block early
+            lines.append(f"{fence}{artifact_preview.replace(fence, chr(39) * 3)}{fence}")
     if record.args:
         lines.append(f"**Args:** ```{clip(json.dumps(record.args, indent=1, default=str), 700)}```")
     lines.append(f"**Expires:** {_ts(record.expires_at)} · id `{record.id}`")

@@ -223,6 +223,23 @@ def daily_log_lines(home: HomeLayout, run_id: str, days: int = 60) -> list[str]:
     return out
 
 
+def draft_file(home: HomeLayout, artifact: str | None) -> Path | None:
+    """The file an approval's artifact names (`data/drafts/...`, relative to the home), if it is
+    inside `data/drafts/`: nothing else in the home (`.env`, cookies) is ever shown."""
+    if not artifact:
+        return None
+    path = Path(artifact)
+    path = path if path.is_absolute() else home.root / path
+    if not _inside(home.drafts, path) or not path.is_file():
+        return None
+    return path.resolve()
+
+
+def preview(path: Path, chars: int = 600) -> str:
+    text = read_text(path)
+    return text if len(text) <= chars else text[: chars - 1] + "…"
+
+
 def artifact_path(home: HomeLayout, run_id: str, name: str) -> Path | None:
     """The artifact file `name` of a run, or None if it is not inside the run's drafts folder."""
     if not RUN_ID.match(run_id) or ".." in run_id:

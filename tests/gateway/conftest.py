@@ -146,11 +146,11 @@ def propose(bus: Bus) -> Propose:
     counter = iter(range(1, 1000))
 
     async def go(action: str = "video.publish", minutes: int = 60, reason: str = "New video is ready",
-                 created: datetime | None = None) -> ApprovalRecord:
+                 created: datetime | None = None, artifact: str | None = None) -> ApprovalRecord:
         n = next(counter)
         record = new_proposal("publish-video", f"publish-video.m{1700000000000 + n}", action,
                               args={"video": f"drafts/video-{n}.mp4", "title": "Week 12"},
-                              reason=reason, artifact=f"data/drafts/run-{n}/video.mp4",
+                              reason=reason, artifact=artifact or f"data/drafts/run-{n}/video.mp4",
                               timeout_minutes=minutes,
                               now=created or datetime.now(UTC))
         return await store.propose(record)

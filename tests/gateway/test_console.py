@@ -38,10 +38,14 @@ async def console(gw_settings: KodaSettings) -> AsyncIterator[str]:
 @pytest.mark.skipif(not CHROMIUM.exists(),
                     reason="Debian's chromium is not installed (apt-get install chromium)")
 async def test_log_in_see_a_pending_approval_approve_it_and_see_the_outcome(
-        console: str, propose: Propose, bus: Bus) -> None:
+        console: str, propose: Propose, bus: Bus, gw_settings: KodaSettings) -> None:
     from playwright.async_api import async_playwright
 
-    record = await propose(reason=f"Publish now; the key {SECRET} is set")
+    draft = gw_settings.expanded_home() / "data" / "drafts" / "publish-video.m7" / "script.md"
+    draft.parent.mkdir(parents=True)
+    draft.write_text(f"Hello viewers. token={SECRET}\n")
+    record = await propose(reason=f"Publish now; the key {SECRET} is set",
+                           artifact="data/drafts/publish-video.m7/script.md")
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
         try:
@@ -59,6 +63,10 @@ async def test_log_in_see_a_pending_approval_approve_it_and_see_the_outcome(
             assert await row.locator(".status").inner_text() == "pending"
             assert "Publish now" in await row.inner_text()
             seen.append(await page.content())
+            await row.locator("a", has_text="script.md").click()
+            assert "Hello viewers. token=[redacted]" in await page.inner_text("body")
+            await page.go_back()
+            row = page.locator("tr", has_text=record.id)
 
             await row.locator("button[name=approve]").click()
             await page.wait_for_selector("p.flash")

@@ -11,10 +11,11 @@ from prometheus_client import generate_latest
 from koda.shared.approvals import ApprovalStore
 from koda.shared.bus import Bus
 from koda.shared.messages import ApprovalRecord
+from koda.shared.settings import KodaSettings
 from tests.fake_discord import FakeDiscord
 from tests.natsserver import NatsServer
 
-from .conftest import APPROVER, STRANGER, Propose, RunningGateway
+from .conftest import APPROVER, SECRET, STRANGER, Propose, RunningGateway
 from .helpers import actions_published, buttons, eventually
 
 
@@ -71,6 +72,18 @@ async def test_approval_is_posted_with_buttons_and_an_approver_click_runs_it_onc
     assert 'koda_approvals_total{outcome="approved"} 1.0' in metrics
     assert "koda_approval_wait_seconds_count 1.0" in metrics
     assert "koda_approvals_pending 0.0" in metrics
+
+
+async def test_the_approver_sees_the_start_of_the_draft_to_approve(
+        gateway: RunningGateway, fake_discord: FakeDiscord, propose: Propose,
+        gw_settings: KodaSettings) -> None:
+    draft = gw_settings.expanded_home() / "data" / "drafts" / "publish-video.m1" / "post.md"
+    draft.parent.mkdir(parents=True)
+    draft.write_text(f"Week 12: the new video is out!\nkey={SECRET}\n" + "more text " * 200)
+    record = await propose(artifact="data/drafts/publish-video.m1/post.md")
+    content = (await posted_message(fake_discord, record.id))["content"]
+    assert "Week 12: the new video is out!" in content and "key=[redacted]" in content
+    assert len(content) <= 2000 and SECRET not in content
 
 
 async def test_two_clicks_at_once_give_one_action(

@@ -113,8 +113,9 @@ async def test_slash_commands_for_allowed_users_only(
 
 async def test_no_secret_in_any_discord_message_or_event(
         gateway: RunningGateway, fake_discord: FakeDiscord, bus: Bus, propose: Propose) -> None:
-    # The agent leaks the secret into everything it can write in a proposal.
-    record = await propose(reason=f"Uses token {SECRET}")
+    # The agent leaks the secret into everything it can write in a proposal, and points its
+    # artifact at the credentials file.
+    record = await propose(reason=f"Uses token {SECRET}", artifact="data/drafts/../../.env")
     message = await fake_discord.wait_for(lambda: next(
         (m for m in fake_discord.posted("approvals") if buttons(m)), None))
     await fake_discord.react(message["id"], "✅", APPROVER)
