@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Service names, in start order; each has a folder under services/ and a port offset.
@@ -122,6 +122,14 @@ class KodaSettings(BaseSettings):
 
     def log_dir(self) -> Path:
         return self.expanded_state() / "logs"
+
+    @field_validator("discord_approvers")
+    @classmethod
+    def _user_ids(cls, value: str) -> str:
+        bad = [x for x in value.replace(" ", "").split(",") if x and not x.isdigit()]
+        if bad:
+            raise ValueError(f"Discord user ids are numbers, comma-separated; got {bad}")
+        return value
 
     def approver_ids(self) -> set[int]:
         """The Discord user ids on the approver allowlist."""
