@@ -154,11 +154,11 @@ async def test_proposals_made_while_the_gateway_is_down_are_posted_when_it_start
 async def test_expiry_reminds_once_then_rejects(
         gateway: RunningGateway, fake_discord: FakeDiscord, bus: Bus) -> None:
     now = datetime.now(UTC)
-    # A 12 s window of which 10 s have passed: past the reminder point, expiring in 2 s.
+    # A 13 s window of which 10 s have passed: past the reminder point, expiring in 3 s.
     record = await ApprovalStore(bus).propose(ApprovalRecord(
         id="publish-video.m1.video.publish.1", task="publish-video", run_id="publish-video.m1",
         action="video.publish", reason="ready", created_at=now - timedelta(seconds=10),
-        expires_at=now + timedelta(seconds=2)))
+        expires_at=now + timedelta(seconds=3)))
     message = await posted_message(fake_discord, record.id)
     as_seen = copy.deepcopy(message)  # what a person's client still shows
 
