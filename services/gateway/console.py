@@ -1,4 +1,4 @@
-"""The web console: a Starlette app served by uvicorn inside the gateway's event loop.
+"""The web console: a Starlette app, served by uvicorn inside the gateway's loop (webserver.py).
 
 Starlette is FastAPI's own foundation; FastAPI itself adds about 6 MB of RSS (its OpenAPI
 models) for nothing these server-rendered pages use, and the idle stack has a 300 MB budget.
@@ -13,15 +13,12 @@ rendered.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import socket
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
-import uvicorn
 from nats.js.errors import KeyNotFoundError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -235,49 +232,3 @@ async def _ledger(bus: Bus, run_id: str) -> dict[str, Any] | None:
     except (KeyNotFoundError, ValueError):
         return None
     return json.loads(entry.value) if entry.value else None
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn without its signal handlers: the service owns SIGTERM and stops us itself."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-class ConsoleServer:
-    """Binds the console's port (so a busy port is an error we report, not uvicorn's exit) and
-    serves the app until `stop`."""
-
-    def __init__(self, app: Starlette, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # we log our own start
-        self._server = _EmbeddedServer(uvicorn.Config(
-            app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
-            server_header=False, http="h11", ws="none"))
-        self._task: Any = None
-
-    async def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.host, self.port))
-        except OSError:
-            sock.close()
-            raise
-        sock.listen(128)
-        sock.setblocking(False)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
-        while not self._server.started and not self._task.done():
-            await asyncio.sleep(0.01)
-        if self._task.done():
-            self._task.result()
-
-    async def stop(self) -> None:
-        if self._task is None:
-            return
-        self._server.should_exit = True
-        try:
-            await self._task
-        except Exception:
-            log.exception("console stopped with an error")

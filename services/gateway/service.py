@@ -24,6 +24,7 @@ from .desk import ApprovalDesk
 
 if TYPE_CHECKING:
     from .discord_bot import KodaBot
+    from .webserver import ConsoleServer
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class GatewayService(Service):
     bot: KodaBot | None = None
     console_error: str | None = None
     discord_error: str | None = None
+    console: ConsoleServer | None = None
 
     async def setup(self) -> None:
         self.desk = ApprovalDesk(self.bus, self.registry)
@@ -60,11 +62,15 @@ class GatewayService(Service):
         self.stack.push_async_callback(self._close_bot)
 
     async def _start_console(self, token: str) -> None:
-        from .console import ConsoleServer, build_app
+        from .webserver import ConsoleServer
+
+        def build() -> Any:
+            from .console import build_app  # Starlette: only once someone visits
+
+            return build_app(self.ctx, ConsoleAuth(token))
 
         port = self.settings.console_listen_port()
-        server = ConsoleServer(build_app(self.ctx, ConsoleAuth(token)),
-                               self.settings.http_host, port)
+        server = ConsoleServer(build, self.settings.http_host, port)
         try:
             await server.start()
         except OSError as exc:
@@ -72,6 +78,7 @@ class GatewayService(Service):
             self.console_error = f"cannot listen on {self.settings.http_host}:{port}: {exc}"
             log.error("console not started", extra={"error": self.console_error})
             return
+        self.console = server
         self.stack.push_async_callback(server.stop)
         log.info("console listening", extra={"port": port})
 

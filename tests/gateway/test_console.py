@@ -160,8 +160,9 @@ async def test_console_still_serves_with_a_generated_token_when_none_is_set(
     caplog.set_level(logging.INFO, "koda.services.gateway")
     settings = gw_settings.model_copy(update={"discord_token": None, "console_token": None})
     running = RunningGateway(settings)
-    await running.start(wait_discord=False)
+    service = await running.start(wait_discord=False)
     try:
+        assert service.console is not None and not service.console.loaded  # idle: no web stack
         token_file = settings.expanded_state() / "console-token"
         assert token_file.stat().st_mode & 0o077 == 0
         url = f"http://127.0.0.1:{settings.console_listen_port()}"
@@ -169,6 +170,8 @@ async def test_console_still_serves_with_a_generated_token_when_none_is_set(
             assert (await http.get("/")).status_code == 401
             token = token_file.read_text().strip()
             assert (await http.get("/", headers={"Authorization": f"Bearer {token}"})).status_code == 200
+            assert service.console.loaded
+            await running.stop()  # with the client's keep-alive connection still open
     finally:
         await running.stop()
     off = [r for r in caplog.records if "Discord bot off" in r.getMessage()]
