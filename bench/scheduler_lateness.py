@@ -142,8 +142,9 @@ async def run_floor(bus: Bus, n: int, seconds: float) -> int:
     async def second_loop() -> None:
         nonlocal fired
         while True:
-            await until_next_second()
-            scheduled = datetime.fromtimestamp(int(time.time()), UTC)
+            target = int(time.time()) + 1
+            await asyncio.sleep(target - time.time())
+            scheduled = datetime.fromtimestamp(target, UTC)
             ms = round(scheduled.timestamp() * 1000)
             await asyncio.gather(*(bus.publish(f"koda.runs.f{n}-{i}", RunRequest(
                 task=f"f{n}-{i}", run_id=f"f{n}-{i}.{ms}", scheduled_for=scheduled),
