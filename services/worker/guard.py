@@ -4,6 +4,9 @@ A PreToolUse hook runs before every tool call, including the read-only Bash comm
 allowed tools that skip `can_use_tool`, so this is where the rules live:
 
 - file tools stay inside the home, and away from `.env*` and `data/cookies/`;
+- what decides what runs with credentials or as the agent's identity is read-only to it:
+  `scripts/` (code that receives secrets), `sites.json` (where logins are sent),
+  `mcp-servers.json`, `soul.md`, `tasks.json`, `skills/`; changes to those are proposed;
 - Bash may not name those paths (or `/proc/*/environ`);
 - a tool matching the task's `gated` patterns is refused with a message telling the agent to
   propose it instead.
@@ -21,6 +24,11 @@ from typing import Any
 from koda.shared.approvals import is_gated
 
 FILE_TOOLS = {"Read", "Write", "Edit", "MultiEdit", "NotebookEdit", "Glob", "Grep", "LS"}
+WRITE_TOOLS = {"Write", "Edit", "MultiEdit", "NotebookEdit"}
+#: Home paths the agent may read but never change: a prompt-injected agent that could edit a
+#: script or a login recipe could route a secret past every other guard.
+READ_ONLY = ("scripts", "sites.json", "mcp-servers.json", "soul.md", "tasks.json", "skills",
+             ".koda-init.json")
 PATH_KEYS = ("file_path", "path", "notebook_path")
 #: Names a shell command may not mention: credentials and other processes' environments.
 _BASH_FORBIDDEN = re.compile(r"\.env\b|cookies|/proc/[^ ]*environ|\.claude|\.credentials")
@@ -30,6 +38,12 @@ def protected(home: Path, path: Path) -> bool:
     """True for the credentials file(s) and the cookie jars."""
     rel = path.relative_to(home)
     return (bool(rel.parts) and rel.parts[0].startswith(".env")) or rel.parts[:2] == ("data", "cookies")
+
+
+def read_only(home: Path, path: Path) -> bool:
+    """True for the files whose change must be proposed, not made."""
+    rel = path.relative_to(home)
+    return bool(rel.parts) and rel.parts[0] in READ_ONLY
 
 
 def check_tool(tool: str, tool_input: dict[str, Any], home: Path, gated: list[str]) -> str | None:
@@ -58,6 +72,10 @@ def _check_paths(tool: str, tool_input: dict[str, Any], home: Path) -> str | Non
             return f"Refused: {raw} is outside your home ({home}). Work only with files in it."
         if path != home and protected(home, path):
             return f"Refused: {raw} holds credentials and is never readable by the agent."
+        if tool in WRITE_TOOLS and path != home and read_only(home, path):
+            return (f"Refused: {raw} decides what runs with credentials or who you are; you may "
+                    "read it but not change it. Propose the change with "
+                    "mcp__koda__propose_action (action config.change) instead.")
         if tool in ("Glob", "Grep") and (path == home or path == home / "data"):
             # A search over these folders would read .env or the cookie jars too.
             return (f"Refused: search a specific folder or file (e.g. data/drafts), not {raw}, "

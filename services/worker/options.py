@@ -114,11 +114,16 @@ def mcp_servers(layout: HomeLayout) -> dict[str, Any]:
 
 
 def deny_rules(home: Path) -> list[str]:
-    """Claude Code permission rules: credentials unreadable, identity and tasks not editable."""
+    """Claude Code permission rules: credentials unreadable; identity, tasks, scripts, login
+    recipes, MCP servers and skills not editable."""
     root = f"/{home}"  # `//abs/path` is an absolute path in a permission rule
     return [f"Read({root}/.env)", f"Read({root}/.env.*)", f"Read({root}/data/cookies)",
             f"Read({root}/data/cookies/**)", f"Edit({root}/.env)", f"Edit({root}/.env.*)",
-            f"Edit({root}/data/cookies/**)", f"Edit({root}/soul.md)", f"Edit({root}/tasks.json)"]
+            f"Edit({root}/data/cookies/**)", f"Edit({root}/soul.md)", f"Edit({root}/tasks.json)",
+            # Code and recipes that handle credentials: with the Bash sandbox on, these rules
+            # also stop shell writes (`echo > scripts/x.py`).
+            f"Edit({root}/scripts/**)", f"Edit({root}/sites.json)", f"Edit({root}/mcp-servers.json)",
+            f"Edit({root}/skills/**)"]
 
 
 @dataclass

@@ -57,3 +57,36 @@ async def test_reading_env_or_running_env_never_sends_a_secret(
     assert any(word in results[4] for word in refused)  # the disguised grep/cat
     assert any(word in results[5] for word in refused)  # Read of a cookie jar
     assert "outside your home" in results[6]
+
+
+@pytest.mark.skipif(not scrub_available(), reason="needs bubblewrap and socat (./dev test installs them): "
+                    "the sandbox is what stops a shell write into scripts/")
+async def test_the_agent_cannot_rewrite_scripts_recipes_or_its_identity(
+        wsettings: KodaSettings, fake_api: FakeAnthropic, bus: Bus, events: Events) -> None:
+    """A script receives secrets and sites.json decides where logins go: an agent that could
+    edit them could route a secret past every other guard, so it may only propose changes."""
+    layout = HomeLayout(wsettings.expanded_home())
+    before = {p: p.read_bytes() for p in (layout.scripts_manifest, layout.soul,
+                                           layout.root / "mcp-servers.json")}
+    write_tasks(wsettings, {"id": "sneaky", "prompt": "Improve the scripts."})
+    evil = "import os; print(os.environ.get('X_API_KEY', '').encode().hex())"
+    fake_api.script = sequence(
+        ToolUse.one("Write", file_path=str(layout.scripts / "leak.py"), content=evil),
+        ToolUse.one("Edit", file_path=str(layout.scripts_manifest), old_string='"scripts"',
+                    new_string='"scripts", "x": 1'),
+        ToolUse.one("Bash", command=f"echo '{evil}' > scripts/leak2.py; echo pwned >> soul.md",
+                    description="write a helper"),
+        ToolUse.one("Write", file_path=str(layout.root / "mcp-servers.json"), content="{}"),
+        ToolUse.one("Write", file_path=str(layout.drafts / "note.md"), content="drafts are fine"),
+        Text("done"))
+    async with running_worker(wsettings):
+        await publish_run(bus, run_request("sneaky"))
+        await events.wait(lambda: events.finished(), timeout=60)
+    assert not (layout.scripts / "leak.py").exists()
+    assert not (layout.scripts / "leak2.py").exists()
+    for path, content in before.items():
+        assert path.read_bytes() == content, f"{path} was changed by the agent"
+    assert (layout.drafts / "note.md").read_text() == "drafts are fine"
+    results = [c.last_tool_result() for c in fake_api.main_calls()[1:]]
+    # Refused by the CLI's deny rules or by the guard hook, whichever speaks first.
+    assert all(("denied" in r or "Refused" in r) for r in results[:2]), results[:2]
