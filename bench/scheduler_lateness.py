@@ -218,6 +218,8 @@ async def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    # Stopping APScheduler cancels the publishes in flight; it logs each as a job failure.
+    logging.getLogger("apscheduler").setLevel(logging.CRITICAL)
     with tempfile.TemporaryDirectory() as tmp:
         server = NatsServer(Path(tmp) / "nats")
         server.start()

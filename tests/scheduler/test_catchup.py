@@ -11,11 +11,13 @@ from koda.shared.settings import KodaSettings
 
 from .helpers import at, events, metric, run_requests, start_scheduler, task, write_tasks
 
-POLICIES = ("latest", "all", "none")
+POLICIES = ("latest", "all", "none", "window")
+WINDOW = {"window_minutes": 90}  # at 12:30 that keeps 11:00 and 12:00
 
 
 async def test_downtime_catch_up_follows_each_policy(settings: KodaSettings, bus: Bus) -> None:
-    write_tasks(settings, [task(f"job-{p}", "0 * * * *", overlap="allow", catch_up={"policy": p})
+    write_tasks(settings, [task(f"job-{p}", "0 * * * *", overlap="allow",
+                                catch_up={"policy": p, **(WINDOW if p == "window" else {})})
                            for p in POLICIES])
     clock = FakeClock(at("2026-05-04T08:59:30+00:00"))
     first = await start_scheduler(settings, clock)
@@ -30,14 +32,15 @@ async def test_downtime_catch_up_follows_each_policy(settings: KodaSettings, bus
         caught = [r for r in await run_requests(bus) if r.trigger == "catch_up"]
         by_task = {p: sorted(r.scheduled_for.strftime("%H:%M") for r in caught if r.task == f"job-{p}")
                    for p in POLICIES}
-        assert by_task == {"latest": ["12:00"], "all": ["10:00", "11:00", "12:00"], "none": []}
+        assert by_task == {"latest": ["12:00"], "all": ["10:00", "11:00", "12:00"], "none": [],
+                           "window": ["11:00", "12:00"]}
         assert all(r.run_id == f"{r.task}.{round(r.scheduled_for.timestamp() * 1000)}" for r in caught)
         said = {e.task: e for e in await events(bus, "scheduler.catch_up")}
         assert set(said) == {f"job-{p}" for p in POLICIES}
         for p in POLICIES:
             event = said[f"job-{p}"]
             assert event.data["policy"] == p and event.data["missed"] == 3
-            assert event.data["dropped"] == {"latest": 2, "all": 0, "none": 3}[p]
+            assert event.data["dropped"] == {"latest": 2, "all": 0, "none": 3, "window": 1}[p]
             assert f"policy {p}" in event.summary
             assert metric(second, "koda_scheduler_missed_fires_total", task=f"job-{p}", policy=p) == 3
         await second.service.records.flush()
@@ -53,7 +56,7 @@ async def test_downtime_catch_up_follows_each_policy(settings: KodaSettings, bus
     # A restart right away misses nothing more, so it says nothing more.
     third = await start_scheduler(settings, FakeClock(at("2026-05-04T13:00:10+00:00")))
     await third.stop()
-    assert len(await events(bus, "scheduler.catch_up")) == 3
+    assert len(await events(bus, "scheduler.catch_up")) == len(POLICIES)
 
 
 async def test_a_stalled_loop_applies_the_catch_up_policy_not_a_backlog(

@@ -77,3 +77,23 @@ async def test_overlap_skip_records_a_skip_and_queues_nothing(settings: KodaSett
         assert [r.run_id for r in await run_requests(bus, "report")] == ["report.1772445600000"]
     finally:
         await running.stop()
+
+
+async def test_overlap_queue_one_lets_one_request_wait_behind_a_running_run(
+        settings: KodaSettings, bus: Bus) -> None:
+    clock = FakeClock(at("2026-03-02T08:59:30+00:00"))
+    write_tasks(settings, [task("digest", "0 * * * *", overlap="queue_one")])
+    running_entry = RunLedgerEntry(run_id="digest.1", task="digest", status="running")
+    await bus.kv["runs"].put(running_entry.run_id, running_entry.to_bytes())
+    # The running run's own request is still in the work queue until the worker acks it.
+    first = RunRequest(task="digest", run_id="digest.1", scheduled_for=clock.now())
+    await bus.publish("koda.runs.digest", first, msg_id="digest.1")
+    running = await start_scheduler(settings, clock)
+    try:
+        await clock.advance(timedelta(seconds=30))  # 09:00: one may wait behind the running one
+        assert [r.run_id for r in await run_requests(bus, "digest")] == ["digest.1", "digest.1772442000000"]
+        await clock.advance(timedelta(hours=1))  # 10:00: one is already waiting, so skip
+        assert len(await run_requests(bus, "digest")) == 2
+        assert metric(running, "koda_scheduler_skipped_total", task="digest", reason="overlap") == 1
+    finally:
+        await running.stop()
