@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -84,10 +84,10 @@ class SchedulerService(Service):
     # --- the loop ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        helpers = [asyncio.create_task(coro, name=name) for name, coro in (
-            ("leader", self._leader_loop()), ("reload", self._reload_loop()),
-            ("failures", self.failures.run(self.stopping)), ("stop", self._wake_on_stop()),
-            ("records", self.records.run()))]
+        helpers = [asyncio.create_task(_keep_running(name, factory), name=name) for name, factory in (
+            ("leader", self._leader_loop), ("reload", self._reload_loop),
+            ("failures", lambda: self.failures.run(self.stopping)), ("stop", self._wake_on_stop),
+            ("records", self.records.run))]
         try:
             while not self.stopping.is_set():
                 self.wake.clear()
@@ -229,6 +229,19 @@ class SchedulerService(Service):
             data={"file": str(self.watch.path), "problems": problems,
                   "details": [{"file": str(p.file), "line": p.line, "field": p.field,
                                "message": p.message} for p in exc.problems]}))
+
+
+async def _keep_running(name: str, factory: Callable[[], Awaitable[None]]) -> None:
+    """Run a helper loop; if it fails (NATS away too long), log it and start it again."""
+    while True:
+        try:
+            await factory()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("scheduler helper failed; restarting it", extra={"helper": name})
+            await asyncio.sleep(1.0)
 
 
 SERVICE = SchedulerService

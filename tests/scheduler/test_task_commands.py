@@ -11,6 +11,7 @@ from koda.shared.bus import Bus
 from koda.shared.cron_words import describe_expression
 from koda.shared.messages import Event, RunLedgerEntry, RunRequest, TaskPause
 from koda.shared.settings import KodaSettings
+from tests.natsserver import free_port_block
 
 from .helpers import run_requests, task, write_tasks
 
@@ -109,3 +110,14 @@ def test_schedules_in_words() -> None:
     for expression, words in cases.items():
         assert describe_expression(expression) == words, expression
     assert describe_expression("0 9 * * *", "Asia/Tokyo") == "at 09:00 every day (Asia/Tokyo)"
+
+
+async def test_tasks_without_a_bus_still_lists_schedules(settings: KodaSettings, tmp_path: Path) -> None:
+    write_tasks(settings, [task("report", "0 9 * * *")])
+    away = settings.model_copy(update={"nats_url": f"nats://127.0.0.1:{free_port_block(1)}"})
+    code, out, _ = await output(await koda(away, "tasks"))
+    assert code == 0
+    assert "at 09:00 every day (UTC)" in out and "the bus is not reachable" in out
+    (settings.expanded_home() / "tasks.json").write_text('{"tasks": [{"id": "x", "cron": "61 * * * *"}]}')
+    code, _, err = await output(await koda(away, "tasks"))
+    assert code == 1 and "tasks[0].cron: minute: 61 is outside 0-59" in err
