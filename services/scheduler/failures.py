@@ -45,7 +45,7 @@ class FailureCounter:
             while not stop.is_set():
                 try:
                     msgs = await sub.fetch(20, timeout=5)
-                except nats.errors.TimeoutError:
+                except (nats.errors.TimeoutError, TimeoutError):  # a batch fetch raises the builtin
                     continue
                 except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
                     await asyncio.sleep(0.5)
