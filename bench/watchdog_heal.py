@@ -91,7 +91,7 @@ async def kill_once(stack: Stack, obs: Observer, service: str) -> tuple[float, f
 
 def pctl(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def measure(stack: Stack, kills: int) -> dict[str, dict[str, list[float]]]:

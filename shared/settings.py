@@ -85,7 +85,8 @@ class KodaSettings(BaseSettings):
     anthropic_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "KODA_ANTHROPIC_API_KEY"))
     claude_code_oauth_token: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("CLAUDE_CODE_OAUTH_TOKEN", "KODA_CLAUDE_CODE_OAUTH_TOKEN"),
+        default=None,
+        validation_alias=AliasChoices("CLAUDE_CODE_OAUTH_TOKEN", "KODA_CLAUDE_CODE_OAUTH_TOKEN"),
         description="Subscription token from `claude setup-token`.")
     model: str | None = Field(
         default=None, validation_alias=AliasChoices("ANTHROPIC_MODEL", "KODA_MODEL"),
