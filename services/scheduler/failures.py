@@ -9,6 +9,7 @@ outcome); a `data.outcome` other than "done" is a failure, whichever event carri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -60,7 +61,10 @@ class FailureCounter:
                     await msg.ack()
         finally:
             # An abandoned pull subscription holds the connection's drain for its full timeout.
-            await sub.unsubscribe()
+            # On a closed connection there is nothing to unsubscribe, and raising here would
+            # hide the cancellation that brought us here.
+            with contextlib.suppress(nats.errors.ConnectionClosedError):
+                await sub.unsubscribe()
 
     async def handle(self, event: Event) -> None:
         if not event.task or event.event not in ENDS:

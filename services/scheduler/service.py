@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+import nats.errors
+
 from koda.shared.errors import ConfigError
 from koda.shared.home import HomeLayout
 from koda.shared.messages import SchedulerFire
@@ -239,6 +241,8 @@ async def _keep_running(name: str, factory: Callable[[], Awaitable[None]]) -> No
             return
         except asyncio.CancelledError:
             raise
+        except nats.errors.ConnectionClosedError:
+            return  # closed for good (the service is stopping): reconnects raise other errors
         except Exception:
             log.exception("scheduler helper failed; restarting it", extra={"helper": name})
             await asyncio.sleep(1.0)

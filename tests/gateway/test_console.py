@@ -65,7 +65,7 @@ async def test_log_in_see_a_pending_approval_approve_it_and_see_the_outcome(
             seen.append(await page.content())
             await row.locator("a", has_text="script.md").click()
             assert "Hello viewers. token=[redacted]" in await page.inner_text("body")
-            await page.go_back()
+            await page.goto(f"{console}/approvals")  # a fresh load, not the history cache
             row = page.locator("tr", has_text=record.id)
 
             await row.locator("button[name=approve]").click()
