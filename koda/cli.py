@@ -138,7 +138,8 @@ def cmd_health(args: argparse.Namespace) -> int:
     settings = _settings(args)
     age = heartbeat_ages_sync(settings).get(args.service)
     if age is None or age > settings.heartbeat_ttl:
-        print(f"{args.service}: no fresh heartbeat", file=sys.stderr)
+        print(f"{args.service}: no fresh heartbeat in the health bucket at {settings.nats_url}"
+              " (see `koda status`)", file=sys.stderr)
         return 1
     print(f"{args.service}: heartbeat {age:.1f}s ago")
     return 0
