@@ -1,28 +1,21 @@
-"""The NATS JetStream bus: connection, the streams and buckets of DESIGN.md, typed publish/consume.
+"""The NATS JetStream bus: connection, the streams and buckets of DESIGN.md, typed publish.
 
-A consumer handler returns (or raises) `RetryLater` to be delivered again after a delay, or
-`Permanent` to be failed now. A message that fails on its last allowed delivery, or that JetStream
-gives up on because its handler never answered (a crash each time), becomes a `message.failed`
-event: nothing is dropped silently.
+Consuming a work queue (retries as values, failed events instead of silent drops) lives in
+consumer.py; `Bus.consume` is its front door.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import nats
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import (
-    AckPolicy,
-    ConsumerConfig,
     DiscardPolicy,
     KeyValueConfig,
     RetentionPolicy,
@@ -31,11 +24,15 @@ from nats.js.api import (
 )
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
-from pydantic import ValidationError
 
-from .errors import BusError, Permanent, RetryLater
-from .messages import Event, FailedMessage, Message
+from .consumer import Delivery, Handler, WorkQueueConsumer, consumer_name, retry_delay
+from .errors import BusError, Permanent
+from .messages import Event, Message
 from .settings import KodaSettings
+
+# Re-exported: services import these from the bus.
+__all__ = ["Bus", "Delivery", "Handler", "bucket_specs", "consumer_name", "retry_delay",
+           "stream_specs"]
 
 log = logging.getLogger(__name__)
 
@@ -79,38 +76,6 @@ def bucket_specs(settings: KodaSettings) -> list[KeyValueConfig]:
                        ttl=max(90, settings.events_max_age_days) * 86400.0),
         KeyValueConfig(bucket="scraper", history=1, storage=StorageType.FILE),
     ]
-
-
-def consumer_name(stream: str) -> str:
-    """The one durable consumer a work-queue stream has, shared by every instance."""
-    return f"{stream.lower()}-workers"
-
-
-@dataclass
-class Delivery(Generic[M]):
-    """One delivered message, decoded, with its delivery count and a way to say 'still working'."""
-
-    message: M
-    subject: str
-    attempt: int
-    max_deliver: int
-    raw: Msg
-
-    @property
-    def last_attempt(self) -> bool:
-        return self.attempt >= self.max_deliver
-
-    async def progress(self) -> None:
-        """Extend the ack deadline of a long job (JetStream `+WPI`)."""
-        await self.raw.in_progress()
-
-
-Handler = Callable[[Delivery[M]], Awaitable[RetryLater | Permanent | None]]
-
-
-def retry_delay(attempt: int, base: float = 1.0, cap: float = 60.0) -> float:
-    """Exponential delay for a handler that crashed, before JetStream delivers again."""
-    return float(min(cap, base * 2 ** max(0, attempt - 1)))
 
 
 @dataclass
@@ -241,158 +206,15 @@ class Bus:
         max_deliver: int | None = None,
         in_flight: set[asyncio.Task[None]] | None = None,
     ) -> None:
-        """Pull from the stream's shared durable consumer until `stop` is set.
+        """Pull from the stream's shared durable consumer until `stop` is set (see consumer.py).
 
         At most `concurrency` handlers run at once; their tasks are added to `in_flight` so the
         service can wait for them on shutdown.
         """
-        max_deliver = max_deliver or self.settings.max_deliver
-        durable = consumer_name(stream)
-        subject = filter_subject or f"koda.{stream.lower()}.>"
-        config = ConsumerConfig(
-            durable_name=durable,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=ack_wait,
-            max_deliver=max_deliver,
-            filter_subject=subject,
-            max_ack_pending=max(concurrency * 4, 16),
-        )
-        sub = await self.js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
-        advisory = await self._watch_max_deliveries(stream, durable)
-        tasks = in_flight if in_flight is not None else set()
-        slots = asyncio.Semaphore(concurrency)
-        try:
-            while not stop.is_set():
-                await slots.acquire()
-                if stop.is_set():
-                    slots.release()
-                    break
-                try:
-                    msgs = await sub.fetch(1, timeout=0.5)
-                except nats.errors.TimeoutError:
-                    slots.release()
-                    continue
-                except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
-                    slots.release()
-                    await asyncio.sleep(0.5)
-                    continue
-                for raw in msgs:
-                    task = asyncio.create_task(
-                        self._handle(stream, model, handler, raw, max_deliver, slots)
-                    )
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-        finally:
-            await advisory.unsubscribe()
-            try:
-                await sub.unsubscribe()
-            except Exception:
-                pass
-
-    async def _handle(
-        self,
-        stream: str,
-        model: type[M],
-        handler: Handler[M],
-        raw: Msg,
-        max_deliver: int,
-        slots: asyncio.Semaphore,
-    ) -> None:
-        attempt = raw.metadata.num_delivered
-        try:
-            try:
-                message = model.from_bytes(raw.data)
-            except ValidationError as exc:
-                raise Permanent(f"malformed {model.__name__}: {_describe(exc)}") from exc
-            delivery = Delivery(message, raw.subject, attempt, max_deliver, raw)
-            outcome = await handler(delivery)
-        except (RetryLater, Permanent) as exc:
-            outcome = exc
-        except asyncio.CancelledError:
-            # Shutdown cut this handler short: let JetStream deliver it again soon.
-            await _quietly(raw.nak(delay=1.0))
-            raise
-        except Exception as exc:
-            log.exception("handler failed", extra={"subject": raw.subject, "attempt": attempt})
-            outcome = RetryLater(retry_delay(attempt), f"{type(exc).__name__}: {exc}")
-        finally:
-            slots.release()
-        try:
-            if outcome is None:
-                await raw.ack()
-            elif isinstance(outcome, RetryLater) and attempt < max_deliver:
-                await raw.nak(delay=outcome.delay)
-            else:
-                await self._fail(stream, raw, attempt, str(outcome))
-                await raw.term()
-        except Exception:
-            log.warning("could not acknowledge", extra={"subject": raw.subject}, exc_info=True)
-
-    async def _fail(self, stream: str, raw: Msg, deliveries: int, error: str, seq: int | None = None) -> None:
-        failed = FailedMessage(
-            stream=stream,
-            subject=raw.subject,
-            deliveries=deliveries,
-            error=error,
-            stream_seq=seq if seq is not None else raw.metadata.sequence.stream,
-            payload_preview=raw.data[:500].decode("utf-8", "replace"),
-        )
-        task = _task_from_subject(raw.subject)
-        log.error("message failed", extra={"subject": raw.subject, "error": error})
-        await self.emit(
-            self.event(
-                "message.failed",
-                f"{raw.subject} failed after {deliveries} deliveries: {error}",
-                severity="error",
-                task=task,
-                data=failed.model_dump(mode="json"),
-            )
-        )
-
-    async def _watch_max_deliveries(self, stream: str, durable: str) -> Any:
-        """Turn JetStream's max-deliveries advisory (a handler that never answered) into an event.
-
-        A queue group makes one instance of the service report it, not every instance.
-        """
-        subject = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{durable}"
-
-        async def on_advisory(msg: Msg) -> None:
-            info = json.loads(msg.data)
-            seq = int(info.get("stream_seq", 0))
-            try:
-                stored = await self.js.get_msg(stream, seq)
-                subject_, data = stored.subject or "?", stored.data or b""
-            except Exception:
-                subject_, data = "?", b""
-            fake = _StoredMsg(subject_, data)
-            await self._fail(stream, fake, int(info.get("deliveries", 0)),  # type: ignore[arg-type]
-                             "no answer from any handler (crashed or timed out each time)", seq)
-
-        return await self.nc.subscribe(subject, queue=f"{durable}-advisory", cb=on_advisory)
-
-
-@dataclass
-class _StoredMsg:
-    subject: str
-    data: bytes
-
-
-def _task_from_subject(subject: str) -> str | None:
-    parts = subject.split(".")
-    return parts[2] if len(parts) >= 3 and parts[1] == "runs" else None
-
-
-def _describe(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
-    )
-
-
-async def _quietly(aw: Awaitable[Any]) -> None:
-    try:
-        await aw
-    except Exception:
-        pass
+        consumer = WorkQueueConsumer(
+            self, stream, model, handler, filter_subject=filter_subject, concurrency=concurrency,
+            ack_wait=ack_wait, max_deliver=max_deliver or self.settings.max_deliver)
+        await consumer.run(stop, in_flight if in_flight is not None else set())
 
 
 async def _log_error(exc: Exception) -> None:
