@@ -136,6 +136,8 @@ class Bus:
                 max_age=spec.max_age,
                 max_msg_size=MAX_MESSAGE_BYTES,
                 discard=DiscardPolicy.OLD,
+                # The scheduler stores a second's fires as one atomic batch (one disk sync).
+                allow_atomic=True if spec.name == "RUNS" else None,
             )
             await self._ensure_stream(config)
         for kv_config in bucket_specs(self.settings):

@@ -13,6 +13,7 @@ from typing import Literal
 from koda.shared.bus import Bus
 from koda.shared.messages import RunRequest, SchedulerFire
 
+from .batching import BatchPublisher
 from .clock import Clock
 from .metrics import SchedulerMetrics
 from .records import FireRecords
@@ -40,6 +41,7 @@ class Firer:
         self.clock = clock
         self.paused = paused
         self.active = active
+        self.publisher = BatchPublisher(bus.nc, bus.js)
 
     async def fire(self, sched: ScheduledTask, scheduled: datetime, due: datetime,
                    trigger: Literal["cron", "catch_up"] = "cron") -> Decision:
@@ -60,12 +62,12 @@ class Firer:
         else:
             request = RunRequest(task=task.id, run_id=run_id, scheduled_for=scheduled,
                                  trigger=trigger, requested_by="scheduler")
-            ack = await self.bus.js.publish(f"koda.runs.{task.id}", request.to_bytes(),
-                                            headers={"Nats-Msg-Id": msg_id})
+            duplicate = await self.publisher.publish(f"koda.runs.{task.id}", request.to_bytes(),
+                                                     msg_id)
             if trigger == "cron":
                 lateness = (self.clock.now() - due).total_seconds()
                 self.metrics.lateness.observe(max(0.0, lateness))
-            if ack.duplicate:  # another scheduler (or our previous life) published it already
+            if duplicate:  # another scheduler (or our previous life) published it already
                 decision = "duplicate"
             else:
                 self.metrics.fires.labels(task.id, trigger).inc()
