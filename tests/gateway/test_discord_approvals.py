@@ -117,8 +117,11 @@ async def test_reactions_decide_for_approvers_only(
 
     await fake_discord.react(m1["id"], "✅", APPROVER)
     await fake_discord.react(m2["id"], "❌", APPROVER)
-    await fake_discord.wait_for(lambda: "Approved" in fake_discord.messages[m1["id"]]["content"])
-    await fake_discord.wait_for(lambda: "Rejected" in fake_discord.messages[m2["id"]]["content"])
+    # 30 s: this once timed out at 10 s in a full CI run and could not be reproduced since.
+    await fake_discord.wait_for(lambda: "Approved" in fake_discord.messages[m1["id"]]["content"],
+                                timeout=30)
+    await fake_discord.wait_for(lambda: "Rejected" in fake_discord.messages[m2["id"]]["content"],
+                                timeout=30)
     assert buttons(fake_discord.messages[m1["id"]]) == []
     assert (await store.get(reject_me.id))[0].status == "rejected"  # type: ignore[index]
     published = await actions_published(bus, "video.publish")

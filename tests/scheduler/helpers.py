@@ -96,6 +96,17 @@ async def events(bus: Bus, kind: str) -> list[Event]:
             for _, data, _ in await stream_messages(bus, "EVENTS", f"koda.events.{kind}")]
 
 
+async def events_when(bus: Bus, kind: str, count: int = 1, timeout: float = 10.0) -> list[Event]:
+    """The events of one kind once there are `count` (an event may land just after the state
+    change a test waited for)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await events(bus, kind)
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.05)
+
+
 def at(text: str) -> datetime:
     """An aware instant from ISO text (with its offset)."""
     return datetime.fromisoformat(text)

@@ -10,7 +10,16 @@ from koda.shared.bus import Bus
 from koda.shared.messages import Event, TaskPause
 from koda.shared.settings import KodaSettings
 
-from .helpers import at, events, metric, run_requests, start_scheduler, task, wait_for, write_tasks
+from .helpers import (
+    at,
+    events_when,
+    metric,
+    run_requests,
+    start_scheduler,
+    task,
+    wait_for,
+    write_tasks,
+)
 
 
 def finished(task_id: str, n: int, outcome: str) -> Event:
@@ -40,7 +49,7 @@ async def test_consecutive_failures_pause_a_task_and_a_paused_task_fires_nothing
         await wait_for(lambda: "flaky" in running.service.paused.ids, 10)
         pause = TaskPause.from_bytes((await kv.get("pause.flaky")).value)
         assert pause.paused_by == "scheduler" and "2 consecutive failed runs" in pause.reason
-        said = await events(bus, "task.paused")
+        said = await events_when(bus, "task.paused")
         assert [e.task for e in said] == ["flaky"] and said[0].severity == "warning"
         await clock.advance(timedelta(hours=1))
         assert sorted(r.task for r in await run_requests(bus)) == ["flaky", "steady", "steady"]
@@ -64,7 +73,7 @@ async def test_a_broken_tasks_json_keeps_the_last_good_schedule_and_says_where(
         broken = json.dumps({"tasks": [task("kept", "0 * * * *"), task("new", "0 25 * * *")]}, indent=2)
         path.write_text(broken)
         await wait_for(lambda: metric(running, "koda_scheduler_reload_errors_total") == 1, 10)
-        said = await events(bus, "config.invalid")
+        said = await events_when(bus, "config.invalid")
         assert len(said) == 1 and "keeping the last good schedule" in said[0].summary
         detail = said[0].data["details"][0]
         assert (detail["file"], detail["field"]) == (str(path), "tasks[1].cron")
