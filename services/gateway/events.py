@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import nats
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from koda.shared.bus import Bus
@@ -77,11 +78,10 @@ async def consume_events(bus: Bus, deliver: Callable[[Event], Awaitable[None]],
             pass
 
 
-async def events_since(bus: Bus, since: datetime, limit: int = 5000) -> list[Event]:
-    """Events from `since` until now, read with a throwaway ordered consumer."""
-    sub = await bus.js.subscribe("koda.events.>", ordered_consumer=True,
-                                 config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME,
-                                                       opt_start_time=since))
+async def _read(bus: Bus, config: ConsumerConfig, limit: int,
+                last: Callable[[Msg], bool]) -> list[Event]:
+    """Events from a throwaway ordered consumer, oldest first, until `last(msg)` or `limit`."""
+    sub = await bus.js.subscribe("koda.events.>", ordered_consumer=True, config=config)
     out: list[Event] = []
     try:
         while len(out) < limit:
@@ -92,12 +92,18 @@ async def events_since(bus: Bus, since: datetime, limit: int = 5000) -> list[Eve
             try:
                 out.append(Event.from_bytes(msg.data))
             except ValueError:
-                continue
-            if msg.metadata.num_pending == 0:
+                pass  # not an event we can read: skip it, keep the rest
+            if last(msg):
                 break
     finally:
         await sub.unsubscribe()
     return out
+
+
+async def events_since(bus: Bus, since: datetime, limit: int = 5000) -> list[Event]:
+    """Events from `since` until now."""
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since)
+    return await _read(bus, config, limit, lambda msg: msg.metadata.num_pending == 0)
 
 
 async def recent_events(bus: Bus, count: int = 100) -> list[Event]:
@@ -107,22 +113,6 @@ async def recent_events(bus: Bus, count: int = 100) -> list[Event]:
     if not last or not info.state.messages:
         return []
     start = max(info.state.first_seq, last - count + 1)
-    sub = await bus.js.subscribe("koda.events.>", ordered_consumer=True,
-                                 config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                                                       opt_start_seq=start))
-    out: list[Event] = []
-    try:
-        while len(out) < count:
-            try:
-                msg = await sub.next_msg(timeout=0.5)
-            except nats.errors.TimeoutError:
-                break
-            try:
-                out.append(Event.from_bytes(msg.data))
-            except ValueError:
-                pass
-            if msg.metadata.sequence.stream >= last:
-                break
-    finally:
-        await sub.unsubscribe()
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
+    out = await _read(bus, config, count, lambda msg: msg.metadata.sequence.stream >= last)
     return out[::-1]
