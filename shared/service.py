@@ -43,6 +43,8 @@ class Service:
         self.instance = settings.instance or f"{socket.gethostname()}-{os.getpid()}"
         self.started_at = datetime.now(UTC)
         self.stopping = asyncio.Event()
+        #: Set once setup() has finished: the service takes work from here on.
+        self.ready = asyncio.Event()
         self.in_flight: set[asyncio.Task[Any]] = set()
         self.stack = AsyncExitStack()
         self.registry = CollectorRegistry()
@@ -139,6 +141,7 @@ class Service:
             self.stack.push_async_callback(_cancel, heartbeat)
             await self.setup()
             self._up.labels(self.name).set(1)
+            self.ready.set()
             log.info("started", extra={"instance": self.instance,
                                        "port": self.settings.service_port(self.name)})
             runner = asyncio.create_task(self.run())

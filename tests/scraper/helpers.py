@@ -3,10 +3,7 @@ bus and wait for the reply, count events."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,6 +12,9 @@ from koda.shared.home import init_home
 from koda.shared.messages import Message
 from koda.shared.service import Service
 from koda.shared.settings import KodaSettings
+from tests.inprocess import serving
+
+__all__ = ["ask", "event_count", "events", "make_home", "metric", "serving"]
 
 R = TypeVar("R", bound=Message)
 
@@ -29,23 +29,6 @@ def make_home(settings: KodaSettings, env: dict[str, str], files: dict[str, Any]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data, indent=2))
     return home
-
-
-@asynccontextmanager
-async def serving(service: Service) -> AsyncIterator[Service]:
-    """Run `service` in this event loop until the block ends, then stop it cleanly."""
-    task = asyncio.create_task(service.serve(install_signals=False))
-    for _ in range(200):
-        if service.heartbeat_age() is not None or task.done():
-            break
-        await asyncio.sleep(0.05)
-    if task.done():
-        task.result()
-    try:
-        yield service
-    finally:
-        service.stopping.set()
-        assert await asyncio.wait_for(task, timeout=30) == 0
 
 
 async def ask(bus: Bus, subject: str, request: Message, result: type[R], timeout: float = 60) -> R:

@@ -24,6 +24,7 @@ from koda.shared.home import HomeLayout, init_home
 from koda.shared.messages import Event, RunRequest
 from koda.shared.settings import KodaSettings
 from tests.fake_anthropic import API_KEY, FakeAnthropic
+from tests.inprocess import serving
 
 
 @pytest.fixture
@@ -110,19 +111,8 @@ async def events(bus: Bus) -> AsyncIterator[Events]:
 @asynccontextmanager
 async def running_worker(settings: KodaSettings) -> AsyncIterator[WorkerService]:
     """A worker service in this process until the block ends (then a graceful stop)."""
-    service = WorkerService(settings)
-    task = asyncio.create_task(service.serve(install_signals=False))
-    for _ in range(200):
-        if getattr(service, "ledger", None) is not None or task.done():
-            break
-        await asyncio.sleep(0.02)
-    if task.done():
-        task.result()
-    try:
+    async with serving(WorkerService(settings)) as service:
         yield service
-    finally:
-        service.stopping.set()
-        await asyncio.wait_for(task, 30)
 
 
 class WorkerProcess:
