@@ -10,15 +10,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-
-def _settings(args: argparse.Namespace):
+if TYPE_CHECKING:
     from koda.shared.settings import KodaSettings
 
-    overrides = {}
-    if getattr(args, "home", None):
-        overrides["home"] = Path(args.home)
-    return KodaSettings(**overrides)
+
+def _settings(args: argparse.Namespace) -> KodaSettings:
+    from koda.shared.settings import KodaSettings
+
+    return KodaSettings(home=Path(args.home)) if getattr(args, "home", None) else KodaSettings()
 
 
 def cmd_init(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
     from koda.shared.settings import KodaSettings
 
-    return KodaSettings(**({"home": Path(args.home)} if getattr(args, "home", None) else {}))
+    return KodaSettings(home=Path(args.home)) if getattr(args, "home", None) else KodaSettings()
 
 
 def _load(settings: Any) -> Any:
