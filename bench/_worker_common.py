@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import statistics
-import sys
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,17 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
+from koda.shared.bus import Bus
+from koda.shared.home import HomeLayout, init_home
+from koda.shared.messages import Event
+from koda.shared.settings import KodaSettings
+from tests.fake_anthropic import API_KEY, FakeAnthropic
+from tests.natsserver import NatsServer, free_port_block
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from pydantic import SecretStr  # noqa: E402
-
-from koda.shared.bus import Bus  # noqa: E402
-from koda.shared.home import HomeLayout, init_home  # noqa: E402
-from koda.shared.messages import Event  # noqa: E402
-from koda.shared.settings import KodaSettings  # noqa: E402
-from tests.fake_anthropic import API_KEY, FakeAnthropic  # noqa: E402
-from tests.natsserver import NatsServer, free_port_block  # noqa: E402
 
 
 @dataclass

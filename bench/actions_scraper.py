@@ -1,6 +1,6 @@
 """What the actions service and the scraper add on top of the work they wrap.
 
-Run: `python bench/actions_scraper.py [--actions 40] [--jobs 15]`. A real NATS server, both
+Run: `python -m bench.actions_scraper [--actions 40] [--jobs 15]`. A real NATS server, both
 services in this process, a local website whose session can be expired, real Chromium.
 
 - actions: publish -> reply time of a trivial script through the service (claim in KV, clean
@@ -25,17 +25,16 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from koda.services.actions.service import ActionsService
+from koda.services.scraper.service import ScraperService
+from koda.shared.bus import Bus
+from koda.shared.messages import ActionRequest, ActionResult, ScrapeRequest, ScrapeResult
+from koda.shared.settings import KodaSettings
+from tests.natsserver import NatsServer, free_port_block
+from tests.scraper.helpers import ask, make_home, serving
+from tests.scraper.testsite import TestSite
 
-from koda.services.actions.service import ActionsService  # noqa: E402
-from koda.services.scraper.service import ScraperService  # noqa: E402
-from koda.shared.bus import Bus  # noqa: E402
-from koda.shared.messages import ActionRequest, ActionResult, ScrapeRequest, ScrapeResult  # noqa: E402
-from koda.shared.settings import KodaSettings  # noqa: E402
-from tests.natsserver import NatsServer, free_port_block  # noqa: E402
-from tests.scraper.helpers import ask, make_home, serving  # noqa: E402
-from tests.scraper.testsite import TestSite  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 SCRIPT = "import sys, json; json.load(sys.stdin); print('ok')\n"
 TARGET_ACTION_OVERHEAD_MS = 50.0

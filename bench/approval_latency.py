@@ -1,6 +1,6 @@
 """From an approver's click to the approved action on the bus, through real discord.py.
 
-Run: `python bench/approval_latency.py`. Starts a real nats-server, the fake Discord of the tests
+Run: `python -m bench.approval_latency`. Starts a real nats-server, the fake Discord of the tests
 and the gateway service in this process, proposes N approvals the way the worker does, clicks
 each Approve button, and times (a) click to the interaction answer (what the person waits for;
 Discord fails an interaction not answered within 3 s) and (b) click to the `ActionRequest` seen
@@ -13,22 +13,20 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
-import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
+from pydantic import SecretStr
+
+from koda.shared.approvals import ApprovalStore, new_proposal
+from koda.shared.bus import Bus
+from koda.shared.settings import KodaSettings
+from tests.fake_discord import FakeDiscord
+from tests.natsserver import NatsServer, free_port_block
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from pydantic import SecretStr  # noqa: E402
-
-from koda.shared.approvals import ApprovalStore, new_proposal  # noqa: E402
-from koda.shared.bus import Bus  # noqa: E402
-from koda.shared.settings import KodaSettings  # noqa: E402
-from tests.fake_discord import FakeDiscord  # noqa: E402
-from tests.natsserver import NatsServer, free_port_block  # noqa: E402
 
 N = 50
 APPROVER = 111

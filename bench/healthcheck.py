@@ -1,6 +1,6 @@
 """What compose's healthcheck costs: `koda health NAME`, as every Koda container runs it.
 
-Run: `python bench/healthcheck.py`. Starts a local stack (the real `koda up -d`), runs each
+Run: `python -m bench.healthcheck`. Starts a local stack (the real `koda up -d`), runs each
 service's healthcheck command several times, and measures in the same run the floor: a bare
 Python start, and Python importing nats-py. Reports wall time (against compose's 10 s timeout)
 and the CPU the checks cost at compose's interval for all six services.
@@ -17,12 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from koda.shared.settings import SERVICES
+from tests.deploy.artifacts import compose_model, duration_seconds
+from tests.stack import KODA, Stack
 
-from koda.shared.settings import SERVICES  # noqa: E402
-from tests.deploy.artifacts import compose_model, duration_seconds  # noqa: E402
-from tests.stack import KODA, Stack  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 RUNS = 5
 

@@ -1,6 +1,6 @@
 """Fire lateness of Koda's scheduler beside APScheduler 3, and idle CPU with 10,000 tasks.
 
-Run: `python bench/scheduler_lateness.py [--seconds 30]`. One real nats-server with Koda's
+Run: `python -m bench.scheduler_lateness [--seconds 30]`. One real nats-server with Koda's
 production settings (JetStream file store, `sync_interval: always`). For 10, 200 and 1000 tasks
 all due every second, each engine fires for `--seconds`:
 
@@ -32,17 +32,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 sys.modules.setdefault("aiohttp", None)  # type: ignore[arg-type]  # as every service does
 
-from nats.js.api import AckPolicy, ConsumerConfig  # noqa: E402
+from nats.js.api import AckPolicy, ConsumerConfig  # noqa: E402 (after the aiohttp block)
 
-from koda.services.scheduler.service import SchedulerService  # noqa: E402
-from koda.shared.bus import Bus  # noqa: E402
-from koda.shared.messages import RunRequest  # noqa: E402
-from koda.shared.settings import KodaSettings  # noqa: E402
-from tests.natsserver import NatsServer, free_port_block  # noqa: E402
+from koda.services.scheduler.service import SchedulerService  # noqa: E402 (after the aiohttp block)
+from koda.shared.bus import Bus  # noqa: E402 (after the aiohttp block)
+from koda.shared.messages import RunRequest  # noqa: E402 (after the aiohttp block)
+from koda.shared.settings import KodaSettings  # noqa: E402 (after the aiohttp block)
+from tests.natsserver import NatsServer, free_port_block  # noqa: E402 (after the aiohttp block)
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SIZES = (10, 200, 1000)
 IDLE_TASKS = 10_000

@@ -1,6 +1,6 @@
 """Idle memory of the whole local stack: supervisord, NATS and six services, RSS and PSS summed.
 
-Run: `python bench/stack_memory.py`. Starts a stack on a temp home through the real `koda up -d`,
+Run: `python -m bench.stack_memory`. Starts a stack on a temp home through the real `koda up -d`,
 lets it idle, sums the process tree, and measures in the same run the floor: a bare Python
 interpreter, and one with just a NATS connection, the least any service could cost.
 Target: at most 300 MB RSS for the whole stack.
@@ -15,10 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from tests.stack import Stack
 
-from tests.stack import Stack  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 TARGET_RSS_MB = 300.0
 

@@ -1,6 +1,6 @@
 """Kill-to-detected and kill-to-healthy for each service, with and without the watchdog.
 
-Run: `python bench/watchdog_heal.py [--kills 20]`. One local stack under supervisord. For each
+Run: `python -m bench.watchdog_heal [--kills 20]`. One local stack under supervisord. For each
 service, `kill -9` it N times and time, from the kill:
 - healthy: the first heartbeat of the new process in the `health` KV (watched, not polled);
 - detected: the watchdog's first `heal.step` event about it.
@@ -18,19 +18,17 @@ import json
 import os
 import signal
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import nats
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from koda.shared.messages import Event, Heartbeat
+from koda.shared.settings import SERVICES
+from tests.stack import Stack
 
-from koda.shared.messages import Event, Heartbeat  # noqa: E402
-from koda.shared.settings import SERVICES  # noqa: E402
-from tests.stack import Stack  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 HEARTBEAT_INTERVAL = 1.0
 TARGET_HEALTHY_P99 = 1.5

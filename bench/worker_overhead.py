@@ -1,6 +1,6 @@
 """Per-run overhead of the worker: run request dequeued to result recorded, against `query()`.
 
-Run: `python bench/worker_overhead.py [N]`. In the same run, against the same fake Anthropic API
+Run: `python -m bench.worker_overhead [N]`. In the same run, against the same fake Anthropic API
 and the same one-turn script, interleaved so all see the same machine:
 - `query()` bare: the SDK and the CLI with minimal options;
 - `query()` with the session options the worker builds (the same prompt, guard hook, koda MCP
@@ -20,10 +20,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from _worker_common import ROOT, bench_env, median, pct, save, wait_for, write_tasks
-
-sys.path.insert(0, str(ROOT))
-
+from bench._worker_common import bench_env, median, pct, save, wait_for, write_tasks
 from koda.services.worker.options import SessionSpec, build_options
 from koda.services.worker.prompt import system_prompt
 from koda.services.worker.service import WorkerService

@@ -1,6 +1,6 @@
 """Trigger to worker: a run request published until the worker's handler holds it.
 
-Run: `python bench/worker_pickup.py [N]`. The real `WorkerService` consume loop (shared durable
+Run: `python -m bench.worker_pickup [N]`. The real `WorkerService` consume loop (shared durable
 pull consumer on RUNS, its concurrency slots and decoding) with the handler stopped at its first
 line, so only the path from publish to "the worker holds the message" is timed. Baseline in
 the same run: the bus alone, a bare nats-py pull consumer on a work-queue stream of the same
@@ -17,13 +17,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from _worker_common import ROOT, bench_env, median, pct, save, wait_for
-
-sys.path.insert(0, str(ROOT))
-
 import nats
 from nats.js.api import RetentionPolicy, StreamConfig
 
+from bench._worker_common import bench_env, median, pct, save, wait_for
 from koda.services.worker.service import WorkerService
 from koda.shared.bus import Delivery
 from koda.shared.messages import RunRequest

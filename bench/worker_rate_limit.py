@@ -1,7 +1,7 @@
 """A rate-limit window over 20 queued runs: requests the API receives with Koda's pause, against
 the CLI left to its own retries.
 
-Run: `python bench/worker_rate_limit.py [WINDOW_S]` (default 300; about 2 x WINDOW in all). The
+Run: `python -m bench.worker_rate_limit [WINDOW_S]` (default 300; about 2 x WINDOW in all). The
 fake API answers every request with a 429 (`retry-after: 1`, as an API under a long usage limit
 does) for WINDOW seconds from the first request. In the same run, 20 runs each way, 4 at a time:
 - baseline: 20 `query()` calls with the CLI's default retries (10, exponential backoff), four
@@ -19,10 +19,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from _worker_common import ROOT, bench_env, save, wait_for, write_tasks
-
-sys.path.insert(0, str(ROOT))
-
+from bench._worker_common import bench_env, save, wait_for, write_tasks
 from koda.services.worker.service import WorkerService
 from koda.shared.messages import RunRequest
 from tests.fake_anthropic import FakeAnthropic, say

@@ -149,7 +149,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 def cmd_site(args: argparse.Namespace) -> int:
     import asyncio
 
-    from koda.services.scraper.flags import site_admin
+    from koda.services.scraper import site_admin
 
     code, text = asyncio.run(site_admin(_settings(args), args.action, getattr(args, "site", None)))
     print(text, file=sys.stdout if code == 0 else sys.stderr)
@@ -157,9 +157,9 @@ def cmd_site(args: argparse.Namespace) -> int:
 
 
 def cmd_service(args: argparse.Namespace) -> int:
-    from koda.services import run
+    from koda.shared.launch import run_named
 
-    run(args.name)
+    run_named(args.name)
     return 0
 
 

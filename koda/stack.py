@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from koda.shared.settings import SERVICES, KodaSettings
+from koda.shared.supervision import read_restarts, supervisor_rpc
 
 #: Heavy services import the SDK or a browser driver: give them longer to come up.
 START_SECONDS = 1
@@ -137,15 +138,6 @@ def write_configs(settings: KodaSettings, workdir: Path) -> Path:
     return conf
 
 
-def supervisor_rpc(settings: KodaSettings) -> Any:
-    """An XML-RPC proxy to the stack's supervisord over its unix socket."""
-    from supervisor.xmlrpc import SupervisorTransport
-
-    sock = settings.expanded_state() / "supervisor.sock"
-    transport = SupervisorTransport(None, None, f"unix://{sock}")
-    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
-
-
 def is_running(settings: KodaSettings) -> bool:
     sock = settings.expanded_state() / "supervisor.sock"
     if not sock.exists():
@@ -155,14 +147,6 @@ def is_running(settings: KodaSettings) -> bool:
         return True
     except (OSError, xmlrpc.client.Fault):
         return False
-
-
-def read_restarts(settings: KodaSettings) -> dict[str, Any]:
-    try:
-        data = json.loads(settings.restarts_file().read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
 
 
 @dataclass

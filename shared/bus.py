@@ -1,4 +1,4 @@
-"""The NATS JetStream bus: connection, the streams and buckets of DESIGN.md, typed publish.
+"""The NATS JetStream bus: connection, the streams and buckets of docs/contracts.md, typed publish.
 
 Consuming a work queue (retries as values, failed events instead of silent drops) lives in
 consumer.py; `Bus.consume` is its front door.

@@ -1,7 +1,8 @@
 """Every message and record on the bus, as versioned pydantic models.
 
-These are the wire contract of DESIGN.md. Evolve them only by adding optional fields; a reader
-ignores fields it does not know, so old and new services can share a bus during an upgrade.
+These are the wire contract (docs/architecture.md, docs/contracts.md). Evolve them only by adding
+optional fields; a reader ignores fields it does not know, so old and new services can share a
+bus during an upgrade.
 """
 
 from __future__ import annotations
@@ -118,10 +119,6 @@ class Event(Message):
     task: str | None = None
     run_id: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
-
-    @property
-    def subject_suffix(self) -> str:
-        return self.event
 
 
 ApprovalStatus = Literal["pending", "approved", "rejected", "expired"]

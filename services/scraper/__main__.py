@@ -1,3 +1,3 @@
-from koda.services import run
+from koda.shared.launch import run_named
 
-run("scraper")
+run_named("scraper")

@@ -17,7 +17,7 @@ class RestartCollector(Collector):
         self.settings = settings
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        from koda.stack import read_restarts
+        from koda.shared.supervision import read_restarts
 
         family = CounterMetricFamily(
             "koda_service_restarts", "Restarts of each supervised program", labels=["service"]

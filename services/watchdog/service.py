@@ -19,7 +19,7 @@ from koda.shared.home import HomeLayout
 from koda.shared.messages import Event, Heartbeat
 from koda.shared.service import Service
 from koda.shared.settings import SERVICES
-from koda.stack import read_restarts
+from koda.shared.supervision import read_restarts
 
 from . import heal
 from .classify import classify, classify_text

@@ -12,7 +12,7 @@ import xmlrpc.client
 from typing import Any
 
 from koda.shared.settings import KodaSettings
-from koda.stack import supervisor_rpc
+from koda.shared.supervision import supervisor_rpc
 
 
 class Supervisor:

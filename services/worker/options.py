@@ -178,7 +178,3 @@ def build_options(settings: KodaSettings, layout: HomeLayout, spec: SessionSpec,
         resume=spec.resume,
         stderr=stderr,
     )
-
-
-def home_path(settings: KodaSettings) -> Path:
-    return settings.expanded_home()

@@ -1,7 +1,7 @@
 """The system prompt and the user prompt of a session, assembled from the agent home.
 
-Order (DESIGN.md): soul.md, Koda's built-in rules, user.md, goals.md, learnings.md (never more
-than the last 100 lines), the task's skill. The task prompt (or one step's prompt) is the user
+Order: soul.md, Koda's built-in rules, user.md, goals.md, learnings.md (never more than the last
+100 lines), the task's skill. The task prompt (or one step's prompt) is the user
 message; data attached to a run request is appended to it, labelled untrusted.
 """
 

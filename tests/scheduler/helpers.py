@@ -12,12 +12,13 @@ from typing import Any
 
 from nats.js.errors import NotFoundError
 
-from koda.services.scheduler.clock import Clock, FakeClock
+from koda.services.scheduler.clock import Clock
 from koda.services.scheduler.service import SchedulerService
 from koda.shared.bus import Bus
 from koda.shared.messages import Event, RunRequest
 from koda.shared.settings import KodaSettings
 from tests.natsserver import free_port_block
+from tests.scheduler.fake_clock import FakeClock
 
 
 def write_tasks(settings: KodaSettings, tasks: list[dict[str, Any]], timezone: str = "UTC") -> Path:

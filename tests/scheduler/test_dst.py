@@ -6,10 +6,10 @@ from collections import Counter
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from koda.services.scheduler.clock import FakeClock
 from koda.shared import cron
 from koda.shared.bus import Bus
 from koda.shared.settings import KodaSettings
+from tests.scheduler.fake_clock import FakeClock
 
 from .helpers import at, run_requests, start_scheduler, stream_messages, task, write_tasks
 

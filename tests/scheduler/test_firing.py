@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from koda.services.scheduler.clock import FakeClock
 from koda.shared.bus import Bus
 from koda.shared.messages import RunLedgerEntry, RunRequest, SchedulerFire
 from koda.shared.settings import KodaSettings
+from tests.scheduler.fake_clock import FakeClock
 
 from .helpers import (
     at,

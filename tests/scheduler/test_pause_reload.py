@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from koda.services.scheduler.clock import FakeClock
 from koda.shared.bus import Bus
 from koda.shared.messages import Event, TaskPause
 from koda.shared.settings import KodaSettings
+from tests.scheduler.fake_clock import FakeClock
 
 from .helpers import (
     at,
