@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import warnings
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from koda.shared.home import HomeLayout
 from koda.shared.service import Service
+from koda.shared.supervised import keep_running
 
 from .auth import ConsoleAuth, console_token
 from .context import GatewayContext
@@ -98,9 +98,9 @@ class GatewayService(Service):
 
             token = self.settings.discord_token.get_secret_value()  # type: ignore[union-attr]
             loops += [self._bot_loop(token),
-                      self._keep_running("events", lambda: consume_events(
-                          self.bus, self._deliver, self.stopping)),
-                      self._keep_running("digest", self._digest_loop)]
+                      keep_running("events", lambda: consume_events(
+                          self.bus, self._deliver, self.stopping), self.stopping),
+                      keep_running("digest", self._digest_loop, self.stopping)]
         tasks = [asyncio.create_task(loop) for loop in loops]
         try:
             await self.stopping.wait()
@@ -109,22 +109,6 @@ class GatewayService(Service):
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _keep_running(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
-        """Run a loop until stop; if it fails (NATS gone at the wrong moment), log and restart it."""
-        delay = 1.0
-        while not self.stopping.is_set():
-            try:
-                await loop()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("%s loop failed; restarting in %.0f s", name, delay)
-            try:
-                await asyncio.wait_for(self.stopping.wait(), delay)
-            except TimeoutError:
-                delay = min(delay * 2, 60.0)
 
     async def _bot_loop(self, token: str) -> None:
         """Run the bot; if Discord cannot be reached, try again with a fresh client and backoff.

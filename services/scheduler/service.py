@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from typing import Any
-
-import nats.errors
 
 from koda.shared.errors import ConfigError
 from koda.shared.home import HomeLayout
 from koda.shared.messages import SchedulerFire
 from koda.shared.service import Service
 from koda.shared.settings import KodaSettings
+from koda.shared.supervised import keep_running
 from koda.shared.tasks import Task, TasksFile
 
 from .catchup import CatchUpPlan, plan_catch_up
@@ -86,7 +85,8 @@ class SchedulerService(Service):
     # --- the loop ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        helpers = [asyncio.create_task(_keep_running(name, factory), name=name) for name, factory in (
+        helpers = [asyncio.create_task(keep_running(name, factory, self.stopping), name=name)
+                   for name, factory in (
             ("leader", self._leader_loop), ("reload", self._reload_loop),
             ("failures", lambda: self.failures.run(self.stopping)), ("stop", self._wake_on_stop),
             ("records", self.records.run))]
@@ -231,21 +231,6 @@ class SchedulerService(Service):
             data={"file": str(self.watch.path), "problems": problems,
                   "details": [{"file": str(p.file), "line": p.line, "field": p.field,
                                "message": p.message} for p in exc.problems]}))
-
-
-async def _keep_running(name: str, factory: Callable[[], Awaitable[None]]) -> None:
-    """Run a helper loop; if it fails (NATS away too long), log it and start it again."""
-    while True:
-        try:
-            await factory()
-            return
-        except asyncio.CancelledError:
-            raise
-        except nats.errors.ConnectionClosedError:
-            return  # closed for good (the service is stopping): reconnects raise other errors
-        except Exception:
-            log.exception("scheduler helper failed; restarting it", extra={"helper": name})
-            await asyncio.sleep(1.0)
 
 
 SERVICE = SchedulerService
