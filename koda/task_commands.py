@@ -50,7 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 async def _run(settings: Any, task: str, wait: bool, timeout: float) -> int:
     from koda.shared.bus import Bus
     from koda.shared.errors import BusError
-    from koda.shared.messages import Event, RunRequest
+    from koda.shared.messages import Event, RunRequest, new_run_id
 
     try:
         bus = await Bus.connect(settings, "cli", timeout=5)
@@ -59,7 +59,7 @@ async def _run(settings: Any, task: str, wait: bool, timeout: float) -> int:
         return 1
     try:
         now = datetime.now(UTC)
-        run_id = f"{task}.m{round(now.timestamp() * 1000)}"
+        run_id = new_run_id(task, "manual", now)
         finished: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
 
         async def on_event(msg: Any) -> None:

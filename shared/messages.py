@@ -34,6 +34,14 @@ class Message(BaseModel):
 
 
 Trigger = Literal["cron", "catch_up", "manual", "chat", "retry", "watchdog", "learnings"]
+#: The letter before the epoch ms in a run id, per trigger; a cron or catch-up fire has none.
+RUN_ID_MARKS: dict[str, str] = {"manual": "m", "chat": "c", "watchdog": "w", "learnings": "l"}
+
+
+def new_run_id(task: str, trigger: Trigger, at: datetime) -> str:
+    """The run id of docs/contracts.md: `<task>.<mark><epoch ms>` (`<task>.<epoch ms>` for a
+    fire, whose JetStream message id is `<task>:<epoch ms>`). KV-key safe, ordered by time."""
+    return f"{task}.{RUN_ID_MARKS.get(trigger, '')}{round(at.timestamp() * 1000)}"
 
 
 class RunRequest(Message):
@@ -163,6 +171,10 @@ class Heartbeat(Message):
 RunStatus = Literal[
     "claimed", "running", "awaiting_approval", "done", "failed", "turn_cap", "paused", "cancelled"
 ]
+
+
+#: Ledger statuses after which a run never changes again.
+RUN_TERMINAL: frozenset[str] = frozenset({"done", "failed", "turn_cap", "cancelled"})
 
 
 class RunLedgerEntry(Message):

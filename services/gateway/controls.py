@@ -7,7 +7,6 @@ JetStream message id too), and a pause is the same `pause.<task>` record the sch
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 
 from nats.js.errors import KeyNotFoundError
@@ -16,7 +15,7 @@ from koda.shared.bus import Bus
 from koda.shared.configfile import read_config_text
 from koda.shared.errors import ConfigError, KodaError
 from koda.shared.home import HomeLayout
-from koda.shared.messages import RunRequest, TaskPause
+from koda.shared.messages import RunRequest, TaskPause, new_run_id
 from koda.shared.tasks import TasksFile, parse_tasks
 
 
@@ -50,8 +49,7 @@ async def trigger(bus: Bus, home: HomeLayout, task: str, who: str, *, prompt: st
     if trigger == "manual":
         _known(home, task)
     now = datetime.now(UTC)
-    marker = "c" if trigger == "chat" else "m"
-    run_id = f"{task}.{marker}{int(time.time() * 1000)}"
+    run_id = new_run_id(task, "chat" if trigger == "chat" else "manual", now)
     request = RunRequest(task=task, run_id=run_id, scheduled_for=now, trigger=trigger,  # type: ignore[arg-type]
                          requested_by=who, prompt=prompt, reply_to=reply_to)
     await bus.publish(f"koda.runs.{task}", request, msg_id=run_id)

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Literal
 
 from koda.shared.bus import Bus
-from koda.shared.messages import RunRequest, SchedulerFire
+from koda.shared.messages import RunRequest, SchedulerFire, new_run_id
 
 from .batching import BatchPublisher
 from .clock import Clock
@@ -26,8 +26,7 @@ Decision = Literal["fired", "skipped", "paused", "duplicate"]
 
 def fire_ids(task: str, scheduled: datetime) -> tuple[str, str]:
     """(run id, JetStream message id) of a cron or catch-up fire, as docs/contracts.md fixes."""
-    ms = epoch_ms(scheduled)
-    return f"{task}.{ms}", f"{task}:{ms}"
+    return new_run_id(task, "cron", scheduled), f"{task}:{epoch_ms(scheduled)}"
 
 
 class Firer:

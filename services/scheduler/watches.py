@@ -12,10 +12,9 @@ from collections.abc import Callable
 
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
-from koda.shared.messages import RunLedgerEntry
+from koda.shared.messages import RUN_TERMINAL, RunLedgerEntry
 
 log = logging.getLogger(__name__)
-TERMINAL = frozenset({"done", "failed", "turn_cap", "cancelled"})
 
 
 class KeyWatch:
@@ -83,7 +82,7 @@ class ActiveRuns:
                 status = RunLedgerEntry.from_bytes(value).status
             except ValueError:
                 log.warning("unreadable run ledger entry", extra={"key": key})
-        if status is None or status in TERMINAL:
+        if status is None or status in RUN_TERMINAL:
             active.discard(key)
         else:
             active.add(key)

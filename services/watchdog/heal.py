@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from koda.shared.errors import ConfigError
 from koda.shared.home import HomeLayout
-from koda.shared.messages import RunRequest, ScrapeRequest, ScrapeResult, TaskPause
+from koda.shared.messages import RunRequest, ScrapeRequest, ScrapeResult, TaskPause, new_run_id
 from koda.shared.scripts import ScriptManifest
 from koda.shared.tasks import TasksFile, load_tasks
 
@@ -79,7 +79,7 @@ async def refresh_cookies(bus: Bus, site: str, timeout: float = 120.0) -> Scrape
 async def queue_self_heal(bus: Bus, summary: str, evidence: dict[str, Any]) -> str:
     """Hand an unclassified incident to the agent's self-heal skill; evidence is untrusted."""
     now = datetime.now(UTC)
-    run_id = f"{SELF_HEAL_TASK}.w{int(now.timestamp() * 1000)}"
+    run_id = new_run_id(SELF_HEAL_TASK, "watchdog", now)
     request = RunRequest(
         task=SELF_HEAL_TASK, run_id=run_id, scheduled_for=now, trigger="watchdog",
         requested_by="watchdog",

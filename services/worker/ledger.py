@@ -14,9 +14,7 @@ from typing import Any
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from koda.shared.messages import RunLedgerEntry, utcnow
-
-TERMINAL = frozenset({"done", "failed", "turn_cap", "cancelled"})
+from koda.shared.messages import RUN_TERMINAL, RunLedgerEntry, utcnow
 
 
 class LedgerConflict(Exception):
@@ -60,7 +58,7 @@ class Ledger:
                     continue
                 return Claim(entry, int(revision), resumed=False)
             current, revision = found
-            if current.status in TERMINAL:
+            if current.status in RUN_TERMINAL:
                 return None
             # Found "running": its worker stopped mid-run (a crash or a missed ack deadline).
             crashes = current.claims + (1 if current.status == "running" else 0)

@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import re
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +27,7 @@ from koda.shared.messages import (
     RunRequest,
     ScrapeRequest,
     ScrapeResult,
+    new_run_id,
 )
 from koda.shared.secrets import Redactor
 from koda.shared.tasks import Task
@@ -99,7 +99,7 @@ class KodaTools:
     async def queue_consolidation(self) -> None:
         """One consolidate-learnings run per hour at most (the message id de-duplicates)."""
         now = datetime.now(UTC)
-        request = RunRequest(task=CONSOLIDATE_SKILL, run_id=f"{CONSOLIDATE_SKILL}.l{int(time.time() * 1000)}",
+        request = RunRequest(task=CONSOLIDATE_SKILL, run_id=new_run_id(CONSOLIDATE_SKILL, "learnings", now),
                              scheduled_for=now, trigger="learnings", requested_by=self.run_id)
         await self.bus.publish(f"koda.runs.{CONSOLIDATE_SKILL}", request,
                                msg_id=f"{CONSOLIDATE_SKILL}:{now:%Y%m%d%H}")
