@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any
 
 import nats
@@ -28,6 +29,21 @@ async def actions_published(bus: Bus, action: str) -> list[ActionRequest]:
     return out
 
 
+async def queue_drained(bus: Bus, stream: str, timeout: float = 15.0) -> None:
+    """Wait until a work queue holds nothing and its consumer has nothing delivered unanswered:
+    from then on nothing queued so far can run again (the positive signal that proves a
+    negative, instead of a sleep)."""
+
+    async def drained() -> bool:
+        info = await bus.js.stream_info(stream)
+        if info.state.messages:
+            return False
+        consumers = await bus.js.consumers_info(stream)
+        return all(c.num_pending == 0 and c.num_ack_pending == 0 for c in consumers)
+
+    await eventually(drained, timeout)
+
+
 async def all_events(bus: Bus) -> list[Event]:
     info = await bus.js.stream_info("EVENTS")
     out = []
@@ -44,7 +60,9 @@ async def all_events(bus: Bus) -> list[Event]:
 async def eventually(predicate: Any, timeout: float = 10.0) -> Any:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        value = await predicate()
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if asyncio.get_running_loop().time() > deadline:

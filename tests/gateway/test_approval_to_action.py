@@ -6,16 +6,16 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import time
 from pathlib import Path
 
 from koda.services.actions.service import ActionsService
+from koda.shared.bus import Bus
 from koda.shared.settings import KodaSettings
 from tests.fake_discord import FakeDiscord
 from tests.scraper.helpers import serving
 
 from .conftest import APPROVER, Propose, RunningGateway
-from .helpers import buttons
+from .helpers import buttons, eventually, queue_drained
 
 PUBLISH = """
 import json, os, sys
@@ -37,7 +37,7 @@ def install_script(home: Path) -> Path:
 
 async def test_an_approved_click_runs_the_action_once(
         gateway: RunningGateway, fake_discord: FakeDiscord, propose: Propose,
-        gw_settings: KodaSettings, home: Path) -> None:
+        gw_settings: KodaSettings, home: Path, bus: Bus) -> None:
     log = install_script(home)
     async with serving(ActionsService(gw_settings)):
         record = await propose()
@@ -47,8 +47,8 @@ async def test_an_approved_click_runs_the_action_once(
         clicks = [await fake_discord.click(message["id"], f"koda:approve:{record.id}", APPROVER,
                                            as_seen) for _ in range(3)]
         await asyncio.gather(*(fake_discord.response(c) for c in clicks))
-        deadline = time.monotonic() + 15
-        while not log.exists() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(1.0)  # room for a second run, were there one
+        await eventually(log.exists, 15)
+        # Every click has been answered; once ACTIONS is empty and acknowledged, no second run
+        # of anything queued so far can come.
+        await queue_drained(bus, "ACTIONS")
     assert log.read_text().splitlines() == [f"approval:{record.id} Week 12"]
