@@ -11,6 +11,7 @@ from koda.shared.bus import Bus, Delivery
 from koda.shared.errors import Permanent, RetryLater
 from koda.shared.messages import Event, RunRequest
 from koda.shared.settings import KodaSettings
+from tests.waits import queue_drained
 
 
 def run_request(task: str = "demo", n: int = 0) -> RunRequest:
@@ -69,8 +70,7 @@ async def test_typed_delivery_and_ack(bus: Bus) -> None:
     await bus.publish("koda.runs.demo", run_request(n=7))
     await consume_until(bus, handler, done)
     assert got[0].run_id == "demo-7" and isinstance(got[0].scheduled_for, datetime)
-    await asyncio.sleep(0.2)
-    assert (await bus.js.stream_info("RUNS")).state.messages == 0  # acked off the work queue
+    await queue_drained(bus, "RUNS")  # acked off the work queue
 
 
 async def test_retry_later_is_a_delayed_redelivery(bus: Bus) -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 from typing import Any
 
 import nats
 
 from koda.shared.bus import Bus
 from koda.shared.messages import ActionRequest, Event
+from tests.waits import eventually as eventually  # re-exported for the gateway tests
 
 
 async def actions_published(bus: Bus, action: str) -> list[ActionRequest]:
@@ -29,21 +28,6 @@ async def actions_published(bus: Bus, action: str) -> list[ActionRequest]:
     return out
 
 
-async def queue_drained(bus: Bus, stream: str, timeout: float = 15.0) -> None:
-    """Wait until a work queue holds nothing and its consumer has nothing delivered unanswered:
-    from then on nothing queued so far can run again (the positive signal that proves a
-    negative, instead of a sleep)."""
-
-    async def drained() -> bool:
-        info = await bus.js.stream_info(stream)
-        if info.state.messages:
-            return False
-        consumers = await bus.js.consumers_info(stream)
-        return all(c.num_pending == 0 and c.num_ack_pending == 0 for c in consumers)
-
-    await eventually(drained, timeout)
-
-
 async def all_events(bus: Bus) -> list[Event]:
     info = await bus.js.stream_info("EVENTS")
     out = []
@@ -55,19 +39,6 @@ async def all_events(bus: Bus) -> list[Event]:
         if msg.data:
             out.append(Event.from_bytes(msg.data))
     return out
-
-
-async def eventually(predicate: Any, timeout: float = 10.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = predicate()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 def buttons(message: dict[str, Any]) -> list[str]:

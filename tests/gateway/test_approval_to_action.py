@@ -13,9 +13,10 @@ from koda.shared.bus import Bus
 from koda.shared.settings import KodaSettings
 from tests.fake_discord import FakeDiscord
 from tests.scraper.helpers import serving
+from tests.waits import eventually, queue_drained
 
 from .conftest import APPROVER, Propose, RunningGateway
-from .helpers import buttons, eventually, queue_drained
+from .helpers import buttons
 
 PUBLISH = """
 import json, os, sys

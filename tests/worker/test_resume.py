@@ -13,6 +13,7 @@ from koda.shared.home import HomeLayout
 from koda.shared.messages import RunLedgerEntry
 from koda.shared.settings import KodaSettings
 from tests.fake_anthropic import Call, FakeAnthropic, Reply, Text, ToolUse
+from tests.waits import queue_drained
 from tests.worker.conftest import Events, WorkerProcess, publish_run, run_request, write_tasks
 
 STEPS = [
@@ -100,7 +101,7 @@ async def test_a_run_killed_mid_way_completes_exactly_once(
         # The same request delivered again (a replay, a second publisher): nothing runs twice.
         calls = len(fake_api.main_calls())
         await bus.publish(f"koda.runs.{request.task}", request, msg_id=f"{request.run_id}-again")
-        await asyncio.sleep(2.0)
+        await queue_drained(bus, "RUNS", timeout=30)  # the replay was taken and answered
     finally:
         worker.stop()
     assert len(fake_api.main_calls()) == calls
