@@ -64,3 +64,18 @@ def test_a_violation_is_reported_with_file_and_line(tmp_path: Path) -> None:
     planted = tmp_path / "planted.py"
     planted.write_text("import os\n\ndef f():\n    from koda.services.worker.ledger import Ledger\n")
     assert _imports(planted) == [(4, "koda.services.worker.ledger.Ledger")]
+
+
+def test_every_exception_koda_raises_on_purpose_is_a_koda_error() -> None:
+    """One family (shared/errors.py), so a caller can catch Koda's own errors without strings."""
+    builtin = {"Exception", "ValueError", "RuntimeError", "OSError", "LookupError", "KeyError"}
+    bad = []
+    for folder in ("shared", "services", "koda"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if not isinstance(node, ast.ClassDef) or node.name == "KodaError":
+                    continue
+                bases = {b.id for b in node.bases if isinstance(b, ast.Name)}
+                if bases & builtin and not bases - builtin:
+                    bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.name}")
+    assert bad == []

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from koda.shared.approvals import ApprovalStore
 from koda.shared.configfile import load_config
+from koda.shared.errors import KodaError
 from koda.shared.home import HomeLayout
 from koda.shared.messages import ActionRequest
 from koda.shared.scripts import ScriptManifest, ScriptSpec
@@ -20,7 +21,7 @@ SCRIPT_PREFIX = "script."
 
 
 @dataclass
-class Refused(Exception):
+class Refused(KodaError):
     """The request cannot run as asked; `reason` is safe to show the caller."""
 
     reason: str

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from koda.shared.errors import KodaError
 from koda.shared.home import HomeLayout
 from koda.shared.scripts import AUTH_FAILURE_EXIT, ScriptSpec
 
@@ -37,7 +38,7 @@ MAX_STREAM_CHARS = 64_000
 _PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
-class MissingSecret(Exception):
+class MissingSecret(KodaError):
     """A secret the script declares is not in `.env`; carries its name, never a value."""
 
     def __init__(self, script: str, name: str) -> None:

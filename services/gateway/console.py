@@ -26,6 +26,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from koda.shared.bus import Bus
+from koda.shared.errors import KodaError
 
 from . import controls, pages, status
 from .auth import COOKIE, ConsoleAuth, same_origin
@@ -44,7 +45,7 @@ HEADERS = {
 }
 
 
-class Refused(Exception):
+class Refused(KodaError):
     """A request without a valid login, or a state change that failed the CSRF checks."""
 
     def __init__(self, status_code: int, reason: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from koda.shared.errors import KodaError
 from koda.shared.sites import LoginWall, Site
 
 NAV_TIMEOUT_MS = 20_000
@@ -24,7 +25,7 @@ class Visit:
 
 
 @dataclass
-class LoginFailed(Exception):
+class LoginFailed(KodaError):
     """The recipe could not log in; `reason` names fields and .env names, never values."""
 
     reason: str

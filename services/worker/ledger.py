@@ -14,10 +14,11 @@ from typing import Any
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from koda.shared.errors import KodaError
 from koda.shared.messages import RUN_TERMINAL, RunLedgerEntry, utcnow
 
 
-class LedgerConflict(Exception):
+class LedgerConflict(KodaError):
     """Someone else changed the entry between our read and our write."""
 
 
