@@ -14,7 +14,8 @@ state them (tests/discord_api/ checks the routes and payloads against that descr
   token with 4004; every IDENTIFY is counted (Discord allows 1,000 a day);
 - commands sync only to guilds the bot is in (403, 50001 Missing Access), and a slash command
   can only be used once synced;
-- posts to channels that do not exist get 404, 10003 Unknown Channel;
+- posts to channels that do not exist get 404, 10003 Unknown Channel; words the guild's
+  AutoMod blocks get 400, 200000;
 - message routes are rate limited per channel (5 per 5 s, Discord's documented bucket), with
   `X-RateLimit-*` headers on every answer and a 429 body with `retry_after` and `global`;
 - RESUME replays the events the session missed and ends with RESUMED; an unknown session gets
@@ -247,6 +248,8 @@ class FakeDiscord:
     close_after_ready: int | None = None
     #: Seconds between an interaction and its deadline (Discord: 3).
     response_deadline: float = RESPONSE_DEADLINE
+    #: Words the guild's AutoMod blocks (400, code 200000).
+    blocked_words: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.bot = user(self.app_id, "koda", bot=True)
@@ -514,6 +517,9 @@ class FakeDiscord:
         call = Call(request.method, path, body, at=time.monotonic())
         self.calls.append(call)
         status, payload, headers = self._answer(request, path, body)
+        # Discord's API answers through Google's front end; discord.py treats a 429 without
+        # `Via` as a Cloudflare ban rather than a rate limit.
+        headers = {**headers, "Via": "1.1 google"}
         call.status = status
         if status >= 400:
             self.refusals.append(call)
@@ -683,6 +689,8 @@ class FakeDiscord:
         check_message(body)
         if not (body.get("content") or body.get("embeds") or body.get("components")):
             raise Refused(400, error(50006, "Cannot send an empty message"))
+        if any(word in (body.get("content") or "") for word in self.blocked_words):
+            raise Refused(400, error(200000, "Message was blocked by AutoMod"))
         message = self._message(p["channel_id"], body.get("content") or "", body=body)
         self.messages[message["id"]] = message
         return 200, message

@@ -192,6 +192,7 @@ class GatewayService(Service):
                     self.link.final(problem)
                     log.error("Discord closed the gateway for good; the bot stays off",
                               extra={"code": code, "error": problem.text()})
+                    await self._close_bot()
                     return
                 self.link.error = self.redact(f"gateway closed with {code}")
                 log.warning("Discord gateway closed (%s), retrying in %.0f s", code, delay)
