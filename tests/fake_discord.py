@@ -71,7 +71,7 @@ def _now() -> str:
 
 def user(user_id: int | str, name: str, bot: bool = False) -> dict[str, Any]:
     return {"id": str(user_id), "username": name, "discriminator": "0", "global_name": name,
-            "avatar": None, "bot": bot, "public_flags": 0}
+            "avatar": None, "bot": bot, "public_flags": 0, "flags": 0, "primary_guild": None}
 
 
 def error(code: int, message: str, errors: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -147,6 +147,8 @@ class Call:
     body: Any
     status: int = 0
     at: float = 0.0
+    response: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -520,7 +522,7 @@ class FakeDiscord:
         # Discord's API answers through Google's front end; discord.py treats a 429 without
         # `Via` as a Cloudflare ban rather than a rate limit.
         headers = {**headers, "Via": "1.1 google"}
-        call.status = status
+        call.status, call.response, call.headers = status, payload, headers
         if status >= 400:
             self.refusals.append(call)
         if payload is None:
@@ -545,7 +547,7 @@ class FakeDiscord:
             if template in _BUCKETED:
                 headers, retry = self._rate(f"{request.method} {params['channel_id']}")
                 if retry is not None:
-                    return 429, {"message": "You are being rate limited.",
+                    return 429, {"message": "You are being rate limited.", "code": 0,
                                  "retry_after": round(retry, 3), "global": False}, headers
             handler = getattr(self, "_" + re.sub(r"\W+", "_", f"{method} {template}").strip("_"))
             try:
@@ -560,7 +562,7 @@ class FakeDiscord:
     # One method per route in ROUTES, named after it.
 
     def _GET_users_me(self, p: dict[str, str], body: Any, r: web.Request) -> tuple[int, Any]:
-        return 200, self.bot
+        return 200, {**self.bot, "mfa_enabled": False, "locale": "en-US"}
 
     def _GET_oauth2_applications_me(self, p: dict[str, str], body: Any, r: web.Request
                                     ) -> tuple[int, Any]:
@@ -568,7 +570,12 @@ class FakeDiscord:
         return 200, {"id": self.app_id, "name": "koda", "icon": None, "description": "",
                      "bot_public": False, "bot_require_code_grant": False,
                      "owner": user(1, "owner"), "verify_key": "00", "flags": flags,
-                     "interactions_endpoint_url": None, "bot": self.bot}
+                     "interactions_endpoint_url": None, "bot": self.bot, "type": None,
+                     "flags_new": str(flags), "redirect_uris": [],
+                     "role_connections_verification_url": None, "approximate_guild_count": 1,
+                     "approximate_user_install_count": 0,
+                     "approximate_user_authorization_count": 0, "explicit_content_filter": 0,
+                     "team": None, "eligible_oauth2_scopes": ["bot", "applications.commands"]}
 
     def _gateway_info(self) -> dict[str, Any]:
         return {"url": self.gateway_url, "shards": 1, "session_start_limit": {
@@ -584,6 +591,8 @@ class FakeDiscord:
     def _registered(self, body: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{**c, "id": snowflake(), "application_id": self.app_id, "version": snowflake(),
                  "type": c.get("type", 1), "default_member_permissions": None,
+                 "integration_types": c.get("integration_types") or [0],
+                 "contexts": c.get("contexts"),
                  "description": c.get("description", ""), "dm_permission": True, "nsfw": False}
                 for c in body]
 
@@ -624,23 +633,26 @@ class FakeDiscord:
         self.responses[inter.id] = body
         self.response_times[inter.id] = time.perf_counter()
         target = self.messages.get(inter.message_id or "")
-        resource: dict[str, Any] = {"type": ctype}
+        resource: dict[str, Any] | None = None  # Discord returns one for types 4, 7 and 12
         if ctype in (4, 5):
             message = self._message(inter.channel_id, data.get("content") or "", body=data)
             message["interaction_id"] = inter.id
             inter.original = message
-            resource["message"] = message
+            if ctype == 4:
+                resource = {"type": ctype, "message": message}
         elif ctype == 7 and target is not None:
             self._edit(target, data)
-            resource["message"] = target
+            resource = {"type": ctype, "message": target}
         flags = int(data.get("flags") or 0)
         if "with_response" not in r.query:
             return None
-        return 200, {"interaction": {
-            "id": inter.id, "type": inter.type,
-            "response_message_id": inter.original["id"] if inter.original else None,
-            "response_message_loading": ctype == 5,
-            "response_message_ephemeral": bool(flags & 64)}, "resource": resource}
+        answer: dict[str, Any] = {
+            "id": inter.id, "type": inter.type, "channel_id": inter.channel_id,
+            "guild_id": self.guild_id, "response_message_loading": ctype == 5,
+            "response_message_ephemeral": bool(flags & 64)}
+        if inter.original:
+            answer["response_message_id"] = inter.original["id"]
+        return 200, {"interaction": answer, **({"resource": resource} if resource else {})}
 
     def _POST_webhooks_webhook_id_webhook_token(self, p: dict[str, str], body: Any,
                                                 r: web.Request) -> tuple[int, Any]:
@@ -726,7 +738,8 @@ class FakeDiscord:
                   "name": body.get("name", "thread"), "type": 11, "owner_id": self.app_id,
                   "thread_metadata": {"archived": False, "auto_archive_duration": 1440,
                                       "archive_timestamp": _now(), "locked": False},
-                  "message_count": 0, "member_count": 1, "rate_limit_per_user": 0, "flags": 0}
+                  "message_count": 0, "member_count": 1, "rate_limit_per_user": 0, "flags": 0,
+                  "total_message_sent": 0}
         self.threads[tid] = thread
         return 201, thread
 
