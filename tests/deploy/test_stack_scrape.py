@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -208,3 +209,55 @@ def test_stopping_a_service_fires_the_service_down_alert(stack: Stack,
     finally:
         stack.supervisorctl("start", "scraper")
     prometheus.wait(lambda: not firing(), timeout=30)
+
+
+#: What Grafana puts in for its variables, for a 1 s scrape and a 10-minute range.
+GRAFANA_VALUES = {"$__rate_interval": "1m", "$__range": "600s", "$__interval": "15s"}
+
+
+def grafana_result(prometheus: Prometheus, target: dict[str, Any]) -> dict[str, Any]:
+    """Run a panel query the way Grafana's Prometheus datasource does: instant or range."""
+    expr = target["expr"]
+    for var, value in GRAFANA_VALUES.items():
+        expr = expr.replace(var, value)
+    now = time.time()
+    if target.get("instant"):
+        data: dict[str, Any] = prometheus.api("query", query=expr, time=f"{now:.3f}")
+    else:
+        data = prometheus.api("query_range", query=expr, start=f"{now - 600:.3f}",
+                              end=f"{now:.3f}", step="15")
+    return data
+
+
+def test_every_dashboard_panel_renders_with_the_frame_shape_its_panel_expects(
+        prometheus: Prometheus) -> None:
+    """Each panel's queries against the live Prometheus: the result type its panel needs, one
+    set of columns for a table, and every label its legend names present in every series."""
+    from tests.deploy.artifacts import DASHBOARD
+
+    panels = [p for p in json.loads(DASHBOARD.read_text())["panels"] if p.get("targets")]
+    # A counter that just appeared has one sample: increase() needs two scrapes of it.
+    prometheus.wait(lambda: prometheus.query("increase(koda_runs_total[1m])"))
+    with_data = set()
+    for panel in panels:
+        for target in panel["targets"]:
+            where = f"panel {panel['id']} ({panel['title']}) / {target['refId']}"
+            data = grafana_result(prometheus, target)
+            series = data["result"]
+            if panel["type"] in ("table", "stat"):
+                assert data["resultType"] == "vector", where
+            else:
+                assert data["resultType"] == "matrix", where
+            labels = [{k for k in s["metric"] if k != "__name__"} for s in series]
+            if panel["type"] == "table":
+                # Grafana's table format joins the series into one frame: Time, one column per
+                # label, Value; the series must agree on their labels, and carry the grouping.
+                by = set(re.findall(r"by \(([^)]*)\)", target["expr"])[0].replace(" ", "").split(","))
+                assert all(ls == labels[0] for ls in labels), where
+                assert not series or by <= labels[0], where
+            legend = set(re.findall(r"{{\s*(\w+)\s*}}", target.get("legendFormat") or ""))
+            assert all(legend <= ls for ls in labels), f"{where}: legend {legend}, series {labels}"
+            if series:
+                with_data.add(panel["id"])
+    # The stack ran a task and every service is up: these panels must show something.
+    assert {2, 5, 6, 15, 27} <= with_data, with_data
