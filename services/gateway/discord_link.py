@@ -11,7 +11,9 @@ gateway that keeps failing costs a few dozen identifies a day at most.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -66,20 +68,50 @@ class IdentifyBudget:
     twice as long as the one before (5 s up to 30 minutes), and never more than `per_day` in
     any 24 hours. A session that stayed up for `stable_after` seconds ends the run.
 
-    `clock` and `sleep` are injectable so a test can live through a day of failures quickly.
+    With a `path` the count survives the process: a gateway that crashes and is restarted
+    over and over keeps backing off (a clean stop ends the run of failures). `clock` and
+    `sleep` are injectable so a test can live through a day of failures quickly.
     """
 
     DAY = 86_400.0
 
     def __init__(self, per_day: int = 100, first_delay: float = 5.0, max_delay: float = 1800.0,
-                 stable_after: float = 600.0, clock: Clock = time.monotonic,
-                 sleep: Sleep = asyncio.sleep) -> None:
+                 stable_after: float = 600.0, clock: Clock = time.time,
+                 sleep: Sleep = asyncio.sleep, path: Path | None = None) -> None:
         self.per_day, self.first_delay, self.max_delay = per_day, first_delay, max_delay
         self.stable_after = stable_after
         self.clock, self.sleep = clock, sleep
+        self.path = path
         self.times: deque[float] = deque()
         self.streak = 0
         self._up_since: float | None = None
+        self._load()
+
+    def _load(self) -> None:
+        if self.path is None:
+            return
+        try:
+            state = json.loads(self.path.read_text())
+            self.times = deque(float(t) for t in state["times"])
+            self.streak = int(state["streak"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # none yet, or unreadable: start counting afresh
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"times": list(self.times), "streak": self.streak}))
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.warning("could not save the identify count: %s", exc)
+
+    def clean_stop(self) -> None:
+        """The gateway is stopping on purpose: the next start is no failure."""
+        self.streak = 0
+        self._save()
 
     def connected(self) -> None:
         """A session is up (READY or RESUMED)."""
@@ -113,6 +145,7 @@ class IdentifyBudget:
             await self.sleep(delay)
         self.times.append(self.clock())
         self.streak += 1
+        self._save()
 
     def used_today(self) -> int:
         now = self.clock()

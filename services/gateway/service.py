@@ -21,7 +21,7 @@ from koda.shared.service import Service
 from .auth import ConsoleAuth, console_token
 from .context import GatewayContext
 from .desk import ApprovalDesk
-from .discord_link import FINAL_CLOSES, LinkProblem, LinkState
+from .discord_link import FINAL_CLOSES, IdentifyBudget, LinkProblem, LinkState
 
 if TYPE_CHECKING:
     from .discord_bot import KodaBot
@@ -41,8 +41,9 @@ class GatewayService(Service):
     def link(self) -> LinkState:
         """The Discord link's state, shared by every bot client this process starts."""
         if not hasattr(self, "_link"):
-            self._link = LinkState(on_problem=self._alert_discord,
-                                   state_dir=self.settings.expanded_state())
+            state = self.settings.expanded_state()
+            self._link = LinkState(on_problem=self._alert_discord, state_dir=state,
+                                   budget=IdentifyBudget(path=state / "discord-identifies.json"))
         return self._link
 
     @property
@@ -143,6 +144,7 @@ class GatewayService(Service):
         tasks = [asyncio.create_task(loop) for loop in loops]
         try:
             await self.stopping.wait()
+            self.link.budget.clean_stop()
         finally:
             await self._close_bot()
             for task in tasks:

@@ -5,6 +5,7 @@ day."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from koda.services.gateway.discord_link import IdentifyBudget
 from koda.services.gateway.service import GatewayService
@@ -101,3 +102,16 @@ async def test_a_flapping_gateway_costs_far_fewer_than_1000_identifies_a_day(
     finally:
         service.stopping.set()
         assert await asyncio.wait_for(task, 20) == 0
+
+
+async def test_a_gateway_restarted_over_and_over_keeps_backing_off(tmp_path: Path) -> None:
+    clock = VirtualClock()
+    path = tmp_path / "discord-identifies.json"
+    crashed = IdentifyBudget(clock=clock.time, sleep=clock.sleep, path=path)
+    for _ in range(4):
+        await crashed.acquire()  # four sessions that each failed at once
+    # The process dies without a clean stop; the next one remembers the run of failures.
+    restarted = IdentifyBudget(clock=clock.time, sleep=clock.sleep, path=path)
+    assert restarted.wait() == 40.0 and restarted.used_today() == 4
+    restarted.clean_stop()
+    assert IdentifyBudget(clock=clock.time, sleep=clock.sleep, path=path).wait() == 0.0
