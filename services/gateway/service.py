@@ -212,6 +212,8 @@ class GatewayService(Service):
 
     async def _deliver(self, event: Any) -> None:
         assert self.bot is not None
+        if self.link.problem is not None:
+            return  # the bot is off until a person fixes it: the console shows the event
         if not self.bot.ready.is_set():
             raise RuntimeError("Discord not connected yet")
         await self.bot.deliver(event)
