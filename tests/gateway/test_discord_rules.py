@@ -192,3 +192,21 @@ async def test_the_deadline_is_real(fake_discord: FakeDiscord) -> None:
         assert first.status == 204
         assert (second.status, (await second.json())["code"]) == (400, 40060)
         assert (too_late.status, (await too_late.json())["code"]) == (404, 10062)
+
+
+async def test_a_channel_that_does_not_exist_is_reported_and_the_others_keep_working(
+        gw_settings: KodaSettings, fake_discord: FakeDiscord, bus: Bus) -> None:
+    settings = gw_settings.model_copy(update={"discord_reports_channel": 1234567890123})
+    running = RunningGateway(settings, fake_discord)
+    service = await running.start()
+    try:
+        await bus.emit(bus.event("agent.notify", "to nowhere", data={"text": "to nowhere"}))
+        await bus.emit(bus.event("alert", "still alerting", data={"kind": "test"}))
+        await fake_discord.wait_for(lambda: any("still alerting" in m["content"]
+                                                for m in fake_discord.posted("alerts")))
+        refusal = await eventually(
+            lambda: _async(service.health_detail().get("discord_last_refusal")))
+        assert "1234567890123" in refusal and "10003" in refusal
+        assert len(await eventually(lambda: _alerts(bus, "10003"))) == 1
+    finally:
+        await running.stop()
