@@ -246,8 +246,11 @@ class FakeDiscord:
     member_of: set[str] = field(default_factory=set)
     #: The per-channel message bucket: (requests, per seconds).
     message_rate: tuple[int, float] = (5, 5.0)
-    #: A close code sent right after each READY (a flapping gateway), dropping the session.
+    #: A close code sent right after each READY (a flapping gateway), dropping the session;
+    #: 9 sends op 9 (Invalid Session, not resumable) instead of closing.
     close_after_ready: int | None = None
+    #: A close code every IDENTIFY gets instead of READY (e.g. 4004 for a reset token).
+    refuse_identify: int | None = None
     #: Seconds between an interaction and its deadline (Discord: 3).
     response_deadline: float = RESPONSE_DEADLINE
     #: Words the guild's AutoMod blocks (400, code 200000).
@@ -778,6 +781,9 @@ class FakeDiscord:
 
     async def _identify(self, ws: web.WebSocketResponse, d: dict[str, Any]) -> None:
         self.identifies += 1
+        if self.refuse_identify is not None:
+            await self._close(ws, self.refuse_identify, "refused")
+            return
         if self.valid_token and d.get("token") not in (self.valid_token, f"Bot {self.valid_token}"):
             await self._close(ws, 4004, "Authentication failed.")
             return
@@ -797,7 +803,10 @@ class FakeDiscord:
             "application": {"id": self.app_id, "flags": 0}}}))
         if self.close_after_ready is not None:
             del self._sessions[session.id]
-            await self._close(ws, self.close_after_ready, "flapping")
+            if self.close_after_ready == 9:
+                await ws.send_str(json.dumps({"op": 9, "d": False}))
+            else:
+                await self._close(ws, self.close_after_ready, "flapping")
             return
         if self.guild_id in self.member_of:
             session.seq += 1

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from koda.services.gateway.discord_link import IdentifyBudget
 from koda.services.gateway.service import GatewayService
 from koda.shared.bus import Bus
@@ -48,22 +50,27 @@ async def test_a_refused_command_sync_leaves_approvals_and_reports_working(
         await running.stop()
 
 
-async def test_an_intent_not_granted_stops_the_bot_once_and_says_what_to_do(
-        gw_settings: KodaSettings, fake_discord: FakeDiscord, bus: Bus) -> None:
-    fake_discord.granted_intents = 0  # Message Content off in the Developer Portal
+@pytest.mark.parametrize("code", [4014, 4004, 4013])
+async def test_a_final_close_code_stops_the_bot_once_and_says_what_to_do(
+        gw_settings: KodaSettings, fake_discord: FakeDiscord, bus: Bus, code: int) -> None:
+    if code == 4014:
+        fake_discord.granted_intents = 0  # Message Content off in the Developer Portal
+    else:
+        fake_discord.refuse_identify = code  # 4004: the token was reset after login
     running = RunningGateway(gw_settings, fake_discord)
     service = await running.start(wait_discord=False)
     try:
         async def stopped() -> bool:
-            return "4014" in service.health_detail()["discord"]
+            return str(code) in service.health_detail()["discord"]
         await eventually(stopped, timeout=20)
         health = service.health_detail()["discord"]
-        assert "MESSAGE CONTENT INTENT" in health and "Developer Portal" in health
-        assert fake_discord.close_codes == [4014]
-        alerts = await eventually(lambda: _discord_alerts(bus, "4014"))
+        assert {4014: "MESSAGE CONTENT INTENT", 4004: "Reset Token",
+                4013: "Upgrade Koda"}[code] in health
+        assert fake_discord.close_codes == [code]
+        alerts = await eventually(lambda: _discord_alerts(bus, str(code)))
         assert len(alerts) == 1 and alerts[0].severity == "error"
         problems = check_discord(gw_settings.expanded_state())
-        assert len(problems) == 1 and "4014" in problems[0].message
+        assert len(problems) == 1 and str(code) in problems[0].message
         assert service.bot is not None and service.bot.is_closed()
         assert fake_discord.identifies == 1
     finally:
@@ -84,11 +91,13 @@ class VirtualClock:
         await asyncio.sleep(0)
 
 
+@pytest.mark.parametrize("failure", [4000, 1000, 4009, 9])
 async def test_a_flapping_gateway_costs_far_fewer_than_1000_identifies_a_day(
-        gw_settings: KodaSettings, fake_discord: FakeDiscord) -> None:
-    # Every session is closed right after READY and cannot be resumed: the worst case, where
+        gw_settings: KodaSettings, fake_discord: FakeDiscord, failure: int) -> None:
+    # Every session ends right after READY (closed with an "unknown error", a plain close, a
+    # session timeout, or op 9 Invalid Session) and cannot be resumed: the worst case, where
     # each reconnect must IDENTIFY again (discord.py alone would do so every 5 s: 17,280 a day).
-    fake_discord.close_after_ready = 4000
+    fake_discord.close_after_ready = failure
     clock = VirtualClock()
     service = GatewayService(gw_settings)
     service.link.budget = IdentifyBudget(clock=clock.time, sleep=clock.sleep)
