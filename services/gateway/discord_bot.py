@@ -213,6 +213,8 @@ class KodaBot(discord.Client):
             except Exception as exc:
                 log.warning("could not record a decision yet",
                             extra={"approval_ref": ref, "error": describe(exc)})
+                if self.is_closed():
+                    return  # the gateway is stopping; the approval stays pending
                 if loop.time() + delay > give_up:
                     await self._tell(interaction, "Koda's message bus did not answer for "
                                      f"{FOLLOW_UP_WINDOW / 60:.0f} minutes, so your decision was "
@@ -254,7 +256,7 @@ class KodaBot(discord.Client):
         """A private follow-up to the person who clicked."""
         try:
             await interaction.followup.send(reports.safe(text, self.ctx.redact), ephemeral=True)
-        except discord.HTTPException as exc:
+        except Exception as exc:  # Discord refused, or the bot is closing
             log.warning("could not tell the person", extra={"error": describe(exc)})
 
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
