@@ -157,8 +157,8 @@ def test_prometheus_scrapes_every_service_of_the_stack(prometheus: Prometheus) -
     assert len(service_up) == len(SERVICES) and set(service_up.values()) == {1.0}
 
 
-async def test_after_a_run_promql_returns_it(stack: Stack, prometheus: Prometheus,
-                                             fake_api: FakeAnthropic) -> None:
+async def run_probe_task(stack: Stack) -> None:
+    """Queue one manual run of a probe task on the stack."""
     tasks = stack.home / "tasks.json"
     data = json.loads(tasks.read_text())
     data["tasks"] = [t for t in data.get("tasks", []) if t.get("id") != RUN_TASK]
@@ -172,6 +172,11 @@ async def test_after_a_run_promql_returns_it(stack: Stack, prometheus: Prometheu
         await bus.publish(f"koda.runs.{RUN_TASK}", request, msg_id=request.run_id)
     finally:
         await bus.close()
+
+
+async def test_after_a_run_promql_returns_it(stack: Stack, prometheus: Prometheus,
+                                             fake_api: FakeAnthropic) -> None:
+    await run_probe_task(stack)
     runs = prometheus.wait(lambda: prometheus.query(f'koda_runs_total{{task="{RUN_TASK}"}}'),
                            timeout=60)
     assert runs == {f"instance=worker,job=koda,outcome=done,task={RUN_TASK}": 1.0}, stack.logs("worker")
@@ -229,15 +234,17 @@ def grafana_result(prometheus: Prometheus, target: dict[str, Any]) -> dict[str, 
     return data
 
 
-def test_every_dashboard_panel_renders_with_the_frame_shape_its_panel_expects(
-        prometheus: Prometheus) -> None:
+async def test_every_dashboard_panel_renders_with_the_frame_shape_its_panel_expects(
+        stack: Stack, prometheus: Prometheus) -> None:
     """Each panel's queries against the live Prometheus: the result type its panel needs, one
     set of columns for a table, and every label its legend names present in every series."""
     from tests.deploy.artifacts import DASHBOARD
 
     panels = [p for p in json.loads(DASHBOARD.read_text())["panels"] if p.get("targets")]
+    if not prometheus.query("koda_runs_total"):
+        await run_probe_task(stack)  # so the run panels have something to show
     # A counter that just appeared has one sample: increase() needs two scrapes of it.
-    prometheus.wait(lambda: prometheus.query("increase(koda_runs_total[1m])"))
+    prometheus.wait(lambda: prometheus.query("increase(koda_runs_total[1m])"), timeout=60)
     with_data = set()
     for panel in panels:
         for target in panel["targets"]:
