@@ -2,9 +2,10 @@
 
 Run: `python -m bench.approval_latency`. Starts a real nats-server, the fake Discord of the tests
 and the gateway service in this process, proposes N approvals the way the worker does, clicks
-each Approve button, and times (a) click to the interaction answer (what the person waits for;
-Discord fails an interaction not answered within 3 s) and (b) click to the `ActionRequest` seen
-on `koda.actions.>`. Baseline in the same run: `ApprovalStore.decide` called directly (no
+each Approve button, and times (a) click to the interaction's first answer (Discord fails an
+interaction not answered within 3 s; the bot defers at once), (b) click to the message showing
+"Approved" (what the person waits for) and (c) click to the `ActionRequest` seen on
+`koda.actions.>`. Baseline in the same run: `ApprovalStore.decide` called directly (no
 Discord, no gateway), decide to action seen.
 """
 
@@ -65,6 +66,7 @@ async def measure(root: Path, nats: NatsServer) -> dict[str, list[float]]:
                         and fake.identified, timeout=30)
     store = ApprovalStore(bus)
     answer: list[float] = []
+    outcome: list[float] = []
     action: list[float] = []
     direct: list[float] = []
     try:
@@ -76,7 +78,9 @@ async def measure(root: Path, nats: NatsServer) -> dict[str, list[float]]:
             iid = await fake.click(message["id"], f"koda:approve:{record.id}", APPROVER)
             await fake.wait_for(lambda i=iid: i in fake.responses, timeout=10)
             answer.append(fake.response_times[iid] - start)
-            assert fake.responses[iid]["type"] == 7, fake.responses[iid]
+            assert fake.responses[iid]["type"] == 6, fake.responses[iid]  # deferred update
+            await fake.outcome(iid)
+            outcome.append(time.perf_counter() - start)
             await fake.wait_for(lambda r=record: r.id in seen, timeout=10)
             action.append(seen[record.id] - start)
         for i in range(N):
@@ -90,7 +94,8 @@ async def measure(root: Path, nats: NatsServer) -> dict[str, list[float]]:
         await runner
         await bus.close()
         await fake.stop()
-    return {"click_to_answer": answer, "click_to_action": action, "direct_decide": direct}
+    return {"click_to_answer": answer, "click_to_outcome": outcome, "click_to_action": action,
+            "direct_decide": direct}
 
 
 def main() -> None:

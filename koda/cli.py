@@ -39,11 +39,12 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from koda.shared.doctor import check_home, problems_as_json
+    from koda.shared.doctor import check_discord, check_home, problems_as_json
     from koda.shared.home import HomeLayout
 
     settings = _settings(args)
     problems = check_home(HomeLayout(settings.expanded_home()))
+    problems += check_discord(settings.expanded_state())
     if args.json:
         print(problems_as_json(problems))
     else:

@@ -139,3 +139,33 @@ def check_home(layout: HomeLayout, environ: dict[str, str] | None = None) -> lis
 def problems_as_json(problems: list[ConfigProblem]) -> str:
     return json.dumps([{"file": str(p.file), "line": p.line, "field": p.field, "message": p.message}
                        for p in problems], indent=1)
+
+
+#: Written by the gateway when its Discord link has a problem a person must fix (removed once
+#: the bot connects with commands registered); read here because `koda doctor` cannot ask a
+#: gateway that may not be running.
+DISCORD_STATE = "discord.json"
+
+
+def write_discord_state(state_dir: Path, problem: str | None, sync_error: str | None) -> None:
+    path = state_dir / DISCORD_STATE
+    if not problem and not sync_error:
+        path.unlink(missing_ok=True)
+        return
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"problem": problem, "commands": sync_error}))
+    os.replace(tmp, path)
+
+
+def check_discord(state_dir: Path) -> list[ConfigProblem]:
+    """The Discord problems the gateway last reported (a final gateway close such as 4014, a
+    refused command sync), each with what to do."""
+    path = state_dir / DISCORD_STATE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [ConfigProblem(path, None, field, str(state[key]))
+            for key, field in (("problem", "discord"), ("commands", "discord commands"))
+            if state.get(key)]

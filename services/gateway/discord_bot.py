@@ -2,7 +2,10 @@
 
 Only imported when `KODA_DISCORD_TOKEN` is set (discord.py pulls in aiohttp). Every decision is
 checked against the approver allowlist and goes through the approval desk, so it is taken once
-whether it comes from a button, a reaction, or the console. Everything posted is redacted.
+whether it comes from a button, a reaction, or the console. Everything posted is redacted, and
+sent with no mentions allowed: agent and scraped text may say `@everyone` or name a role, and
+must not ping anyone. Discord wants the first answer to a click within 3 s: the bot answers
+(defers) before it touches the bus, then tells the person what really happened.
 """
 
 from __future__ import annotations
@@ -20,12 +23,24 @@ from koda.shared.messages import ApprovalRecord, Event
 from . import controls, reports, status
 from .commands import install_commands
 from .context import GatewayContext
-from .views import DecisionButton, decision_view
+from .discord_link import LinkState
+from .views import DecisionButton, decision_view, short_ref
 
 log = logging.getLogger(__name__)
 APPROVE, REJECT = "✅", "❌"
 #: Events a person must see in the alerts channel (besides every `incident.*`).
 ALERTS = ("alert", "scrape.needs_human")
+#: How long a click's decision may take on a slow bus, and how long the bot keeps trying when
+#: the bus is down (an interaction token takes follow-ups for 15 minutes).
+DECIDE_TIMEOUT = 30.0
+FOLLOW_UP_WINDOW = 12 * 60.0
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an HTTP refusal: status, Discord's code and message."""
+    if isinstance(exc, discord.HTTPException):
+        return f"{exc.status} {exc.text or exc.response.reason} (code {exc.code})"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def point_at(api_base: str | None, gateway_url: str | None) -> None:
@@ -39,16 +54,12 @@ def point_at(api_base: str | None, gateway_url: str | None) -> None:
 class KodaBot(discord.Client):
     """A discord.py client wired to the gateway's context."""
 
-    def __init__(self, ctx: GatewayContext) -> None:
-        intents = discord.Intents.none()
-        intents.guilds = True
-        intents.guild_messages = True
-        intents.dm_messages = True
-        intents.message_content = True
-        intents.guild_reactions = True
-        intents.dm_reactions = True
-        super().__init__(intents=intents)
+    def __init__(self, ctx: GatewayContext, link: LinkState | None = None) -> None:
+        # Agent and scraped text must never ping: no mention is allowed in anything sent.
+        super().__init__(intents=requested_intents(),
+                         allowed_mentions=discord.AllowedMentions.none())
         self.ctx = ctx
+        self.link = link or LinkState()
         self.settings = ctx.settings
         self.approvers = ctx.settings.approver_ids()
         self.tree = app_commands.CommandTree(self)
@@ -61,15 +72,48 @@ class KodaBot(discord.Client):
         self.add_dynamic_items(DecisionButton)
         install_commands(self.tree, self)
         if self.settings.discord_guild:
-            guild = discord.Object(self.settings.discord_guild)
-            self.tree.copy_global_to(guild=guild)
-            await self.tree.sync(guild=guild)
+            await self.sync_commands(self.settings.discord_guild)
         # Logged in: REST works from here, so reports and approvals may flow while the gateway
         # connects (discord.py's on_ready waits a further 2 s for guild data we do not need).
         self.ready.set()
 
+    async def sync_commands(self, guild_id: int) -> None:
+        """Register the slash commands in the guild. A refusal (wrong guild, bot not invited
+        with `applications.commands`) costs the commands only: approvals and reports go on."""
+        guild = discord.Object(guild_id)
+        self.tree.copy_global_to(guild=guild)
+        try:
+            await self.tree.sync(guild=guild)
+        except discord.HTTPException as exc:
+            hint = ("the bot is not in that guild: check KODA_DISCORD_GUILD, and invite the bot "
+                    "with the bot and applications.commands scopes (docs/discord.md)"
+                    if exc.code == 50001 or exc.status == 403 else "Discord refused the commands")
+            self.link.sync_error = (f"slash commands not registered in guild {guild_id}: "
+                                    f"{describe(exc)}; {hint}")
+            log.error("slash command sync failed; approvals and reports still work",
+                      extra={"guild": guild_id, "error": self.link.sync_error})
+            self.link.report("commands", self.link.sync_error)
+        else:
+            self.link.sync_error = None
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        # Replaces discord.py's fixed 5 s wait: every IDENTIFY, from any reconnect path, waits
+        # its turn so a failing gateway never nears Discord's 1,000 a day.
+        await self.link.budget.acquire()
+        self.link.identifies += 1
+
+    async def on_connect(self) -> None:
+        self.link.budget.connected()
+
+    async def on_resumed(self) -> None:
+        self.link.budget.connected()
+
+    async def on_disconnect(self) -> None:
+        self.link.budget.disconnected()
+
     async def on_ready(self) -> None:
         log.info("discord bot connected", extra={"user": str(self.user)})
+        self.link.connected()
         await self.post_pending()
 
     def dispatch(self, event: str, /, *args: Any, **kwargs: Any) -> None:
@@ -97,8 +141,15 @@ class KodaBot(discord.Client):
             for record in await self.ctx.desk.refresh():
                 if record.discord_message_id is not None:
                     continue
-                message = await self.get_partial_messageable(channel_id).send(
-                    self.approval_text(record), view=decision_view(record.id))
+                # One refused post (a bad payload, a vanished channel) must not hold back the
+                # approvals after it; it is retried on the next sweep.
+                try:
+                    message = await self.get_partial_messageable(channel_id).send(
+                        self.approval_text(record), view=decision_view(record.id))
+                except discord.HTTPException as exc:
+                    self.link.post_failed(f"approval {record.id} not posted to channel "
+                                          f"{channel_id}: {describe(exc)}")
+                    continue
                 if not await self.ctx.desk.store.note_message(record.id, channel_id, message.id):
                     await message.delete()  # another gateway posted it first
                 posted += 1
@@ -131,34 +182,82 @@ class KodaBot(discord.Client):
         await self.get_partial_messageable(channel_id).send(
             reports.reminder_text(record, self.ctx.redact), reference=reference)  # type: ignore[arg-type]
 
+    async def resolve(self, ref: str) -> str | None:
+        """The approval id a button carries: itself, or (for a long one) by its hash."""
+        if not ref.startswith("~"):
+            return ref
+        return next((r.id for r in await self.ctx.desk.store.all() if short_ref(r.id) == ref),
+                    None)
+
     async def on_decision_click(self, interaction: discord.Interaction[Any], approve: bool,
-                                approval_id: str) -> None:
+                                ref: str) -> None:
         user_id = interaction.user.id
         if not self.may_decide(user_id):
             log.warning("approval click from a user not on the allowlist",
-                        extra={"user": user_id, "approval_id": approval_id})
+                        extra={"user": user_id, "approval_ref": ref})
             await interaction.response.send_message(
                 "You are not on Koda's approver list; nothing was changed.", ephemeral=True)
             return
-        try:
-            decision = await self.ctx.desk.decide(approval_id, approve, str(user_id))
-        except Exception:
-            log.exception("could not record a decision", extra={"approval_id": approval_id})
-            await interaction.response.send_message(
-                "Koda could not record that decision (bus unavailable); nothing changed, please "
-                "try again.", ephemeral=True)
+        # Answer Discord now (the deadline is 3 s); the decision takes bus round trips.
+        await interaction.response.defer()
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + FOLLOW_UP_WINDOW
+        delay, told_waiting = 1.0, False
+        while True:
+            try:
+                approval_id = await asyncio.wait_for(self.resolve(ref), DECIDE_TIMEOUT)
+                decision = (await asyncio.wait_for(
+                    self.ctx.desk.decide(approval_id, approve, str(user_id)), DECIDE_TIMEOUT)
+                    if approval_id else None)
+                break
+            except Exception as exc:
+                log.warning("could not record a decision yet",
+                            extra={"approval_ref": ref, "error": describe(exc)})
+                if self.is_closed():
+                    return  # the gateway is stopping; the approval stays pending
+                if loop.time() + delay > give_up:
+                    await self._tell(interaction, "Koda's message bus did not answer for "
+                                     f"{FOLLOW_UP_WINDOW / 60:.0f} minutes, so your decision was "
+                                     "not recorded. Nothing changed; please click again later.")
+                    return
+                if not told_waiting:
+                    told_waiting = True
+                    await self._tell(interaction, "Koda's message bus is not answering. Your "
+                                     "decision will be recorded as soon as it is back, and you "
+                                     "will be told here.")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        record = decision.record if decision else None
+        if decision is None or record is None:
+            await self._tell(interaction, "No such approval.")
             return
-        record = decision.record
-        if record is None:
-            await interaction.response.send_message("No such approval.", ephemeral=True)
-            return
+        mine = record.decided_by == str(user_id) and record.status in ("approved", "rejected")
+        if mine and record.status == "approved" and not record.dispatched:
+            # Recorded, but the action's publish was cut short (a retry after a bus failure
+            # lands here): send it now; it runs once under its idempotency key.
+            try:
+                await self.ctx.desk.store.dispatch_pending()
+            except Exception as exc:
+                log.error("approved action not sent yet", extra={"approval_id": record.id,
+                                                                  "error": describe(exc)})
         content = self.approval_text(record)
-        if decision.changed:
-            await interaction.response.edit_message(content=content, view=None)
+        if decision.changed or (mine and told_waiting):
+            try:
+                await interaction.edit_original_response(content=content, view=None)
+            except discord.HTTPException:
+                await self.show_outcome(record)  # the token expired: edit the message itself
+            if told_waiting:
+                await self._tell(interaction, f"Done: {record.status}.")
         else:
-            await interaction.response.send_message(
-                self.ctx.redact(f"Nothing changed: {decision.reason}."), ephemeral=True)
+            await self._tell(interaction, f"Nothing changed: {decision.reason}.")
             await self.show_outcome(record)
+
+    async def _tell(self, interaction: discord.Interaction[Any], text: str) -> None:
+        """A private follow-up to the person who clicked."""
+        try:
+            await interaction.followup.send(reports.safe(text, self.ctx.redact), ephemeral=True)
+        except Exception as exc:  # Discord refused, or the bot is closing
+            log.warning("could not tell the person", extra={"error": describe(exc)})
 
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         emoji = str(payload.emoji)
@@ -205,8 +304,19 @@ class KodaBot(discord.Client):
     # --- reports -------------------------------------------------------------------------------
 
     async def send(self, channel_id: int | None, text: str) -> None:
-        if channel_id is not None and text:
-            await self.get_partial_messageable(channel_id).send(self.ctx.redact(text))
+        """Post redacted text. A refusal that a retry cannot fix (an unknown channel, missing
+        access, an invalid payload) is logged and reported, not retried; anything else raises
+        so the event is delivered again later."""
+        if channel_id is None or not text:
+            return
+        try:
+            await self.get_partial_messageable(channel_id).send(
+                reports.safe(text, self.ctx.redact))
+        except discord.HTTPException as exc:
+            if 400 <= exc.status < 500 and exc.status != 429:
+                self.link.post_failed(f"message to channel {channel_id} refused: {describe(exc)}")
+                return
+            raise
 
     async def deliver(self, event: Event) -> None:
         """Turn one audit event into what people see on Discord."""
@@ -236,3 +346,27 @@ class KodaBot(discord.Client):
         elif kind == "agent.notify":
             await self.send(self.settings.discord_reports_channel,
                             reports.notify_text(event, self.ctx.redact))
+
+
+def requested_intents() -> discord.Intents:
+    """The gateway intents the bot asks for (docs/discord.md lists them; a test compares).
+    Message Content is privileged: it must be enabled in the Developer Portal."""
+    intents = discord.Intents.none()
+    intents.guilds = True
+    intents.guild_messages = True
+    intents.dm_messages = True
+    intents.message_content = True
+    intents.guild_reactions = True
+    intents.dm_reactions = True
+    return intents
+
+
+#: Channel permissions the bot uses, by the Developer Portal's names (docs/discord.md lists
+#: them; a test compares): post and edit approvals and reports, read the chat channel, make
+#: chat threads and post in them, read reactions and remove a stranger's.
+PERMISSIONS = discord.Permissions(
+    view_channel=True, send_messages=True, send_messages_in_threads=True,
+    create_public_threads=True, read_message_history=True, add_reactions=True,
+    manage_messages=True, embed_links=True)
+#: OAuth2 scopes of the invite link.
+SCOPES = ("bot", "applications.commands")

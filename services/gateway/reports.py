@@ -1,7 +1,8 @@
 """The words the gateway posts: approval requests and outcomes, run reports, alerts, the digest.
 
-Pure functions from records and events to text, each passed through the Redactor last, so no
-secret value reaches Discord whatever a record or an agent's output contains.
+Pure functions from records and events to text, each redacted before it is shortened to Discord's
+2,000 characters, so no secret value reaches Discord whatever a record or an agent's output
+contains (a cut made first could split a secret past recognition).
 """
 
 from __future__ import annotations
@@ -23,39 +24,71 @@ def clip(text: str, limit: int = LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def safe(text: str, redact: Redactor, limit: int = LIMIT) -> str:
+    """Redact, then clip: a cut made first could split a secret so the redactor no longer
+    recognises what is left of it."""
+    return clip(redact(text), limit)
+
+
 def _ts(when: datetime | None) -> str:
     return f"<t:{int(when.timestamp())}:R>" if when else "never"
+
+
+def _fenced(text: str, limit: int) -> str:
+    """A code block of at most `limit` characters that is always closed."""
+    fence = "`" * 3
+    inner = text.replace(fence, "'" * 3)  # a fence inside would end the block early
+    room = limit - 2 * len(fence)
+    return f"{fence}{clip(inner, room)}{fence}" if room > 1 else ""
 
 
 def approval_text(record: ApprovalRecord, redact: Redactor, artifact_preview: str | None = None
                   ) -> str:
     """The approval message: what, for which task and run, why, the artifact (with the start of
-    its text when it is a draft), the deadline."""
-    lines = [f"{ICONS.get(record.status, '')} **Approval needed:** `{record.action}` "
-             f"for task `{record.task}` (run `{record.run_id}`)"]
-    if record.reason:
-        lines.append(f"**Why:** {record.reason}")
-    if record.artifact:
-        lines.append(f"**Artifact:** `{record.artifact}`")
-        if artifact_preview:
-            fence = "`" * 3  # a fence inside the preview would end the block early
-            lines.append(f"{fence}{artifact_preview.replace(fence, chr(39) * 3)}{fence}")
-    if record.args:
-        lines.append(f"**Args:** ```{clip(json.dumps(record.args, indent=1, default=str), 700)}```")
-    lines.append(f"**Expires:** {_ts(record.expires_at)} · id `{record.id}`")
+    its text when it is a draft), the deadline, the id and the outcome.
+
+    Everything is redacted first; then the middle (why, preview, args) is shortened to fit one
+    Discord message, so the id and the outcome are always there and every code block is closed.
+    """
+    head = redact(f"{ICONS.get(record.status, '')} **Approval needed:** `{record.action}` "
+                  f"for task `{record.task}` (run `{record.run_id}`)")
+    tail = [f"**Expires:** {_ts(record.expires_at)} · id `{record.id}`"]
     if record.status != "pending":
         who = record.decided_by or "?"
         who = f"<@{who}>" if who.isdigit() else who
-        lines.append(f"\n{ICONS.get(record.status, '')} **{record.status.capitalize()}** by {who} "
-                     f"{_ts(record.decided_at)}")
+        tail.append(f"\n{ICONS.get(record.status, '')} **{record.status.capitalize()}** by {who} "
+                    f"{_ts(record.decided_at)}")
     else:
-        lines.append("Approve or reject with the buttons, or react ✅ / ❌.")
-    return redact(clip("\n".join(lines)))
+        tail.append("Approve or reject with the buttons, or react ✅ / ❌.")
+    end = redact("\n".join(tail))
+    room = LIMIT - len(head) - len(end) - 2
+    middle: list[str] = []
+
+    def add(text: str, cap: int) -> None:
+        nonlocal room
+        part = clip(text, min(cap, room - 1))
+        if len(part) > 1 and room > 1:
+            middle.append(part)
+            room -= len(part) + 1
+
+    if record.reason:
+        add(f"**Why:** {redact(record.reason)}", 900)
+    if record.artifact:
+        add(f"**Artifact:** `{redact(record.artifact)}`", 300)
+        if artifact_preview:
+            add(_fenced(redact(artifact_preview), min(700, room - 1)), 700)
+    if record.args:
+        label = "**Args:** "
+        args = _fenced(redact(json.dumps(record.args, indent=1, default=str)),
+                       min(700, room - 1 - len(label)))
+        if args:
+            add(label + args, 720)
+    return "\n".join([head, *middle, end])
 
 
 def reminder_text(record: ApprovalRecord, redact: Redactor) -> str:
-    return redact(f"⏰ Reminder: `{record.action}` for `{record.task}` still needs a decision; "
-                  f"it expires {_ts(record.expires_at)} and is then rejected.")
+    return safe(f"⏰ Reminder: `{record.action}` for `{record.task}` still needs a decision; "
+                f"it expires {_ts(record.expires_at)} and is then rejected.", redact)
 
 
 def run_report(event: Event, redact: Redactor) -> str:
@@ -80,7 +113,7 @@ def run_report(event: Event, redact: Redactor) -> str:
         parts.append("Artifacts: " + ", ".join(f"`{a}`" for a in artifacts[:10]))
     if data.get("result"):
         parts.append(str(data["result"]))
-    return redact(clip("\n".join(parts)))
+    return safe("\n".join(parts), redact)
 
 
 def chat_answer(event: Event, redact: Redactor) -> str:
@@ -88,7 +121,7 @@ def chat_answer(event: Event, redact: Redactor) -> str:
     result = event.data.get("result") or event.summary or "(no answer)"
     if event.event == "run.failed" or event.data.get("outcome") not in (None, "done"):
         result = f"🛑 {event.data.get('outcome', 'failed')}: {event.data.get('error') or result}"
-    return redact(clip(str(result)))
+    return safe(str(result), redact)
 
 
 def alert_text(event: Event, redact: Redactor) -> str:
@@ -96,13 +129,13 @@ def alert_text(event: Event, redact: Redactor) -> str:
     icon = SEVERITY_ICONS.get(event.severity, "")
     kind = event.data.get("kind") or event.event
     head = f"{icon} **{event.event}** ({kind})" + (f" task `{event.task}`" if event.task else "")
-    return redact(clip(f"{head}\n{event.summary}"))
+    return safe(f"{head}\n{event.summary}", redact)
 
 
 def notify_text(event: Event, redact: Redactor) -> str:
     """A note the agent sent to its people (the worker's notify tool)."""
     where = f" (`{event.task}`)" if event.task else ""
-    return redact(clip(f"💬 **Koda{where}:** {event.data.get('text') or event.summary}"))
+    return safe(f"💬 **Koda{where}:** {event.data.get('text') or event.summary}", redact)
 
 
 def digest_text(events: Iterable[Event], pending: list[ApprovalRecord], redact: Redactor,
@@ -135,4 +168,4 @@ def digest_text(events: Iterable[Event], pending: list[ApprovalRecord], redact: 
         lines.append("Not done: " + ", ".join(failed[:10]))
     lines.append(f"Pending approvals: {len(pending)}"
                  + ("".join(f"\n• `{r.action}` for `{r.task}`" for r in pending[:10])))
-    return redact(clip("\n".join(lines)))
+    return safe("\n".join(lines), redact)

@@ -21,6 +21,7 @@ from koda.shared.supervised import keep_running
 from .auth import ConsoleAuth, console_token
 from .context import GatewayContext
 from .desk import ApprovalDesk
+from .discord_link import FINAL_CLOSES, IdentifyBudget, LinkProblem, LinkState
 
 if TYPE_CHECKING:
     from .discord_bot import KodaBot
@@ -34,8 +35,20 @@ class GatewayService(Service):
 
     bot: KodaBot | None = None
     console_error: str | None = None
-    discord_error: str | None = None
     console: ConsoleServer | None = None
+
+    @property
+    def link(self) -> LinkState:
+        """The Discord link's state, shared by every bot client this process starts."""
+        if not hasattr(self, "_link"):
+            state = self.settings.expanded_state()
+            self._link = LinkState(on_problem=self._alert_discord, state_dir=state,
+                                   budget=IdentifyBudget(path=state / "discord-identifies.json"))
+        return self._link
+
+    @property
+    def discord_error(self) -> str | None:
+        return self.link.error
 
     async def setup(self) -> None:
         self.desk = ApprovalDesk(self.bus, self.registry)
@@ -58,7 +71,7 @@ class GatewayService(Service):
             from .discord_bot import KodaBot, point_at
 
         point_at(self.settings.discord_api_base, self.settings.discord_gateway_url)
-        self.bot = KodaBot(self.ctx)
+        self.bot = KodaBot(self.ctx, self.link)
         self.stack.push_async_callback(self._close_bot)
 
     async def _start_console(self, token: str) -> None:
@@ -87,9 +100,36 @@ class GatewayService(Service):
             await self.bot.close()
 
     def health_detail(self) -> dict[str, Any]:
-        return {"console": self.console_error or "ok",
-                "discord": "off" if self.bot is None else
-                ("connected" if self.bot.is_ready() else self.discord_error or "connecting")}
+        detail: dict[str, Any] = {
+            "console": self.console_error or "ok",
+            "discord": "off" if self.bot is None else
+            ("connected" if self.bot.is_ready() and not self.link.problem
+             else self.link.error or "connecting")}
+        if self.bot is not None:
+            detail["discord_commands"] = self.link.sync_error or "ok"
+            detail["discord_identifies_today"] = self.link.budget.used_today()
+            if self.link.post_error:
+                detail["discord_last_refusal"] = self.link.post_error
+        return detail
+
+    def _alert_discord(self, key: str, text: str) -> None:
+        """One `alert` event per distinct Discord problem (for the console, and for Discord's
+        alerts channel when the problem is not the link itself)."""
+        if self._bus is None:
+            return
+        event = self.bus.event("alert", text, severity="error",
+                               data={"kind": "discord", "problem": key})
+
+        async def emit() -> None:
+            try:
+                await self.bus.emit(event)
+            except Exception as exc:
+                log.warning("could not emit the Discord alert: %s", exc)
+
+        pending: set[asyncio.Task[None]] = self.__dict__.setdefault("_alert_tasks", set())
+        task = asyncio.get_running_loop().create_task(emit())
+        pending.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(pending.discard)
 
     async def run(self) -> None:
         loops = [self._sweep_loop()]
@@ -104,6 +144,7 @@ class GatewayService(Service):
         tasks = [asyncio.create_task(loop) for loop in loops]
         try:
             await self.stopping.wait()
+            self.link.budget.clean_stop()
         finally:
             await self._close_bot()
             for task in tasks:
@@ -112,7 +153,8 @@ class GatewayService(Service):
 
     async def _bot_loop(self, token: str) -> None:
         """Run the bot; if Discord cannot be reached, try again with a fresh client and backoff.
-        A refused token is final: it is reported in /healthz and the log, and the rest runs on."""
+        A refused token or a final gateway close (docs/discord.md: 4004, 4014, ...) is final:
+        reported once in /healthz, `koda doctor` and an alert, and the rest runs on."""
         import discord
 
         from .discord_bot import KodaBot
@@ -126,12 +168,23 @@ class GatewayService(Service):
             except asyncio.CancelledError:
                 raise
             except discord.LoginFailure as exc:
-                self.discord_error = f"login refused: {exc}"
+                self.link.final(LinkProblem(4004, f"login refused: {exc}", FINAL_CLOSES[4004][1]))
                 log.error("Discord refused the bot token; the bot stays off")
                 return
+            except (discord.PrivilegedIntentsRequired, discord.ConnectionClosed) as exc:
+                code = 4014 if isinstance(exc, discord.PrivilegedIntentsRequired) else exc.code
+                problem = LinkProblem.for_code(code)
+                if problem is not None:
+                    self.link.final(problem)
+                    log.error("Discord closed the gateway for good; the bot stays off",
+                              extra={"code": code, "error": problem.text()})
+                    await self._close_bot()
+                    return
+                self.link.error = self.redact(f"gateway closed with {code}")
+                log.warning("Discord gateway closed (%s), retrying in %.0f s", code, delay)
             except Exception as exc:
-                self.discord_error = self.redact(f"{type(exc).__name__}: {exc}")
-                log.warning("Discord unreachable, retrying in %.0f s: %s", delay, self.discord_error)
+                self.link.error = self.redact(f"{type(exc).__name__}: {exc}")
+                log.warning("Discord unreachable, retrying in %.0f s: %s", delay, self.link.error)
             await self._close_bot()
             try:
                 await asyncio.wait_for(self.stopping.wait(), delay)
@@ -139,10 +192,12 @@ class GatewayService(Service):
             except TimeoutError:
                 pass
             delay = min(delay * 2, 60.0)
-            self.bot = KodaBot(self.ctx)
+            self.bot = KodaBot(self.ctx, self.link)
 
     async def _deliver(self, event: Any) -> None:
         assert self.bot is not None
+        if self.link.problem is not None:
+            return  # the bot is off until a person fixes it: the console shows the event
         if not self.bot.ready.is_set():
             raise RuntimeError("Discord not connected yet")
         await self.bot.deliver(event)

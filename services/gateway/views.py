@@ -2,11 +2,14 @@
 
 They are `DynamicItem`s: the approval id lives in the button's custom id
 (`koda:approve:<id>`), so a click is understood by any gateway process, including one started
-after the message was posted.
+after the message was posted. Discord allows 100 characters in a custom id; an approval id too
+long for that is carried as `~` and a hash of it (`koda:approve:~<32 hex>`), which the bot
+resolves against the approvals KV.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -14,17 +17,35 @@ import discord
 if TYPE_CHECKING:
     from .discord_bot import KodaBot
 
-TEMPLATE = r"koda:(?P<verb>approve|reject):(?P<id>[A-Za-z0-9._:-]+)"
+CUSTOM_ID_LIMIT = 100  # Discord's limit for a component's custom_id
+TEMPLATE = r"koda:(?P<verb>approve|reject):(?P<id>~?[A-Za-z0-9._:-]+)"
+
+
+def short_ref(approval_id: str) -> str:
+    """The hashed form of an approval id, for custom ids."""
+    return "~" + hashlib.sha256(approval_id.encode()).hexdigest()[:32]
+
+
+def button_ref(approval_id: str) -> str:
+    """What a button carries for this approval: the id itself when both buttons' custom ids fit
+    Discord's limit, else its hash."""
+    if len(f"koda:approve:{approval_id}") <= CUSTOM_ID_LIMIT:
+        return approval_id
+    return short_ref(approval_id)
+
+
+def custom_id(verb: str, approval_id: str) -> str:
+    return f"koda:{verb}:{button_ref(approval_id)}"
 
 
 class DecisionButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=TEMPLATE):
     """One button; its callback hands the click to the bot, which checks the allowlist."""
 
-    def __init__(self, verb: str, approval_id: str) -> None:
+    def __init__(self, verb: str, ref: str) -> None:
         style = discord.ButtonStyle.success if verb == "approve" else discord.ButtonStyle.danger
         super().__init__(discord.ui.Button(label=verb.capitalize(), style=style,
-                                           custom_id=f"koda:{verb}:{approval_id}"))
-        self.verb, self.approval_id = verb, approval_id
+                                           custom_id=f"koda:{verb}:{ref}"))
+        self.verb, self.ref = verb, ref
 
     @classmethod
     async def from_custom_id(cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any],
@@ -33,11 +54,11 @@ class DecisionButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=TE
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         bot: KodaBot = interaction.client  # type: ignore[assignment]
-        await bot.on_decision_click(interaction, self.verb == "approve", self.approval_id)
+        await bot.on_decision_click(interaction, self.verb == "approve", self.ref)
 
 
 def decision_view(approval_id: str) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    view.add_item(DecisionButton("approve", approval_id))
-    view.add_item(DecisionButton("reject", approval_id))
+    view.add_item(DecisionButton("approve", button_ref(approval_id)))
+    view.add_item(DecisionButton("reject", button_ref(approval_id)))
     return view

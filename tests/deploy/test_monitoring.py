@@ -113,3 +113,48 @@ def test_prometheus_scrapes_every_service_on_its_port() -> None:
     assert targets == {name: [f"{name}:{settings.service_port(name)}"] for name in SERVICES}
     mounts = {v["target"]: v["source"] for v in compose_model()["services"]["prometheus"]["volumes"]}
     assert Path(mounts["/etc/prometheus"]) == PROMETHEUS_DIR
+
+
+def _panels() -> list[dict[str, Any]]:
+    return [p for p in json.loads(DASHBOARD.read_text())["panels"] if p.get("targets")]
+
+
+def expected_unit(expr: str) -> str:
+    """The unit a query's numbers are in, from the metric it reads and what it does to it."""
+    if "/ 86400" in expr:
+        return "d"
+    if "_usd" in expr:
+        return "currencyUSD"
+    counted = expr.lstrip().startswith(("changes(", "max by (service) (changes("))
+    if "_seconds" in expr and not counted and "increase(" not in expr:
+        return "s"
+    return "short"
+
+
+def test_each_panel_has_one_unit_and_every_query_is_in_it() -> None:
+    for panel in _panels():
+        config = panel.get("fieldConfig", {})
+        unit = config.get("defaults", {}).get("unit")
+        assert unit, f"panel {panel['id']} ({panel['title']}) declares no unit"
+        overridden = [p for o in config.get("overrides", []) for p in o.get("properties", [])
+                      if p.get("id") == "unit"]
+        assert not overridden, f"panel {panel['id']} mixes units on one axis"
+        wrong = {t["refId"]: expected_unit(t["expr"]) for t in panel["targets"]
+                 if expected_unit(t["expr"]) != unit}
+        assert not wrong, f"panel {panel['id']} ({panel['title']}) is in {unit}, but {wrong}"
+
+
+def test_each_query_is_formatted_for_its_panel_type() -> None:
+    for panel in _panels():
+        for target in panel["targets"]:
+            where = f"panel {panel['id']} ({panel['title']}) / {target['refId']}"
+            if panel["type"] == "table":
+                # One frame with a column per label; a time-series format would give one
+                # frame per series and the table would show one at a time.
+                assert target.get("format") == "table", where
+                assert target.get("instant") is True and target.get("range") is False, where
+            elif panel["type"] == "stat":
+                assert target.get("instant") is True, where
+            else:
+                assert target.get("format", "time_series") == "time_series", where
+                assert not target.get("instant"), where

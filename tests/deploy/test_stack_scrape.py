@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -156,8 +157,8 @@ def test_prometheus_scrapes_every_service_of_the_stack(prometheus: Prometheus) -
     assert len(service_up) == len(SERVICES) and set(service_up.values()) == {1.0}
 
 
-async def test_after_a_run_promql_returns_it(stack: Stack, prometheus: Prometheus,
-                                             fake_api: FakeAnthropic) -> None:
+async def run_probe_task(stack: Stack) -> None:
+    """Queue one manual run of a probe task on the stack."""
     tasks = stack.home / "tasks.json"
     data = json.loads(tasks.read_text())
     data["tasks"] = [t for t in data.get("tasks", []) if t.get("id") != RUN_TASK]
@@ -171,6 +172,11 @@ async def test_after_a_run_promql_returns_it(stack: Stack, prometheus: Prometheu
         await bus.publish(f"koda.runs.{RUN_TASK}", request, msg_id=request.run_id)
     finally:
         await bus.close()
+
+
+async def test_after_a_run_promql_returns_it(stack: Stack, prometheus: Prometheus,
+                                             fake_api: FakeAnthropic) -> None:
+    await run_probe_task(stack)
     runs = prometheus.wait(lambda: prometheus.query(f'koda_runs_total{{task="{RUN_TASK}"}}'),
                            timeout=60)
     assert runs == {f"instance=worker,job=koda,outcome=done,task={RUN_TASK}": 1.0}, stack.logs("worker")
@@ -208,3 +214,57 @@ def test_stopping_a_service_fires_the_service_down_alert(stack: Stack,
     finally:
         stack.supervisorctl("start", "scraper")
     prometheus.wait(lambda: not firing(), timeout=30)
+
+
+#: What Grafana puts in for its variables, for a 1 s scrape and a 10-minute range.
+GRAFANA_VALUES = {"$__rate_interval": "1m", "$__range": "600s", "$__interval": "15s"}
+
+
+def grafana_result(prometheus: Prometheus, target: dict[str, Any]) -> dict[str, Any]:
+    """Run a panel query the way Grafana's Prometheus datasource does: instant or range."""
+    expr = target["expr"]
+    for var, value in GRAFANA_VALUES.items():
+        expr = expr.replace(var, value)
+    now = time.time()
+    if target.get("instant"):
+        data: dict[str, Any] = prometheus.api("query", query=expr, time=f"{now:.3f}")
+    else:
+        data = prometheus.api("query_range", query=expr, start=f"{now - 600:.3f}",
+                              end=f"{now:.3f}", step="15")
+    return data
+
+
+async def test_every_dashboard_panel_renders_with_the_frame_shape_its_panel_expects(
+        stack: Stack, prometheus: Prometheus) -> None:
+    """Each panel's queries against the live Prometheus: the result type its panel needs, one
+    set of columns for a table, and every label its legend names present in every series."""
+    from tests.deploy.artifacts import DASHBOARD
+
+    panels = [p for p in json.loads(DASHBOARD.read_text())["panels"] if p.get("targets")]
+    if not prometheus.query("koda_runs_total"):
+        await run_probe_task(stack)  # so the run panels have something to show
+    # A counter that just appeared has one sample: increase() needs two scrapes of it.
+    prometheus.wait(lambda: prometheus.query("increase(koda_runs_total[1m])"), timeout=60)
+    with_data = set()
+    for panel in panels:
+        for target in panel["targets"]:
+            where = f"panel {panel['id']} ({panel['title']}) / {target['refId']}"
+            data = grafana_result(prometheus, target)
+            series = data["result"]
+            if panel["type"] in ("table", "stat"):
+                assert data["resultType"] == "vector", where
+            else:
+                assert data["resultType"] == "matrix", where
+            labels = [{k for k in s["metric"] if k != "__name__"} for s in series]
+            if panel["type"] == "table":
+                # Grafana's table format joins the series into one frame: Time, one column per
+                # label, Value; the series must agree on their labels, and carry the grouping.
+                by = set(re.findall(r"by \(([^)]*)\)", target["expr"])[0].replace(" ", "").split(","))
+                assert all(ls == labels[0] for ls in labels), where
+                assert not series or by <= labels[0], where
+            legend = set(re.findall(r"{{\s*(\w+)\s*}}", target.get("legendFormat") or ""))
+            assert all(legend <= ls for ls in labels), f"{where}: legend {legend}, series {labels}"
+            if series:
+                with_data.add(panel["id"])
+    # The stack ran a task and every service is up: these panels must show something.
+    assert {2, 5, 6, 15, 27} <= with_data, with_data

@@ -30,7 +30,9 @@ async def actions_published(bus: Bus, action: str) -> list[ActionRequest]:
 
 async def all_events(bus: Bus) -> list[Event]:
     info = await bus.js.stream_info("EVENTS")
-    out = []
+    out: list[Event] = []
+    if not info.state.messages:
+        return out  # an empty stream has first_seq 0, which get_msg refuses
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
         try:
             msg = await bus.js.get_msg("EVENTS", seq)

@@ -47,7 +47,7 @@ async def test_an_approved_click_runs_the_action_once(
         as_seen = copy.deepcopy(message)
         clicks = [await fake_discord.click(message["id"], f"koda:approve:{record.id}", APPROVER,
                                            as_seen) for _ in range(3)]
-        await asyncio.gather(*(fake_discord.response(c) for c in clicks))
+        await asyncio.gather(*(fake_discord.outcome(c) for c in clicks))
         await eventually(log.exists, 15)
         # Every click has been answered; once ACTIONS is empty and acknowledged, no second run
         # of anything queued so far can come.

@@ -45,12 +45,14 @@ async def test_approval_is_posted_with_buttons_and_an_approver_click_runs_it_onc
     assert buttons(fake_discord.messages[message["id"]])
     assert await actions_published(bus, "video.publish") == []
 
-    # An approver: the message shows the outcome, the action is published once.
+    # An approver: the click is acknowledged at once (a deferred update), then the message
+    # shows the outcome and the action is published once.
     as_seen = copy.deepcopy(fake_discord.messages[message["id"]])
     clicked = await fake_discord.click(message["id"], f"koda:approve:{record.id}", APPROVER)
-    update = await fake_discord.response(clicked)
-    assert update["type"] == 7  # the clicked message itself is updated
-    assert "Approved" in update["data"]["content"] and update["data"]["components"] == []
+    assert (await fake_discord.response(clicked))["type"] == 6
+    update = await fake_discord.outcome(clicked)
+    assert update["id"] == message["id"]  # the clicked message itself is updated
+    assert "Approved" in update["content"] and update["components"] == []
     decided = (await store.get(record.id))[0]  # type: ignore[index]
     assert decided.status == "approved" and decided.decided_by == str(APPROVER)
     assert decided.dispatched
@@ -63,8 +65,8 @@ async def test_approval_is_posted_with_buttons_and_an_approver_click_runs_it_onc
     assert buttons(fake_discord.messages[message["id"]]) == []
     again = await fake_discord.click(message["id"], f"koda:approve:{record.id}", APPROVER,
                                      as_seen=as_seen)
-    repeat = await fake_discord.response(again)
-    assert repeat["data"]["flags"] & 64 and "already approved" in repeat["data"]["content"]
+    repeat = await fake_discord.outcome(again)
+    assert repeat["flags"] & 64 and "already approved" in repeat["content"]
     await asyncio.sleep(0.3)
     assert len(await actions_published(bus, "video.publish")) == 1
     assert gateway.service is not None
@@ -95,8 +97,11 @@ async def test_two_clicks_at_once_give_one_action(
     first, second = await asyncio.gather(
         fake_discord.click(message["id"], f"koda:approve:{record.id}", APPROVER, as_seen),
         fake_discord.click(message["id"], f"koda:approve:{record.id}", APPROVER, as_seen))
-    answers = [await fake_discord.response(first), await fake_discord.response(second)]
-    assert sorted(a["type"] for a in answers) == [4, 7]  # one decided, one told "already"
+    answers = [await fake_discord.outcome(first), await fake_discord.outcome(second)]
+    # One click decided (its message shows it), the other is told privately it changed nothing.
+    told = [a for a in answers if a["flags"] & 64]
+    assert len(told) == 1 and "Nothing changed" in told[0]["content"]
+    assert next(a for a in answers if not a["flags"] & 64)["id"] == message["id"]
     assert (await ApprovalStore(bus).get(record.id))[0].status == "approved"  # type: ignore[index]
     await asyncio.sleep(0.3)
     assert len(await actions_published(bus, "video.publish")) == 1
@@ -139,7 +144,7 @@ async def test_a_restarted_gateway_resolves_a_click_on_an_earlier_post(
     assert len([m for m in fake_discord.posted("approvals") if buttons(m)]) == 1
 
     clicked = await fake_discord.click(message["id"], f"koda:approve:{record.id}", APPROVER)
-    assert (await fake_discord.response(clicked))["type"] == 7
+    assert "Approved" in (await fake_discord.outcome(clicked))["content"]
     assert len(await actions_published(bus, "video.publish")) == 1
 
 
@@ -178,7 +183,7 @@ async def test_expiry_reminds_once_then_rejects(
     # A click after expiry (from a client that still shows the buttons) changes nothing.
     late = await fake_discord.click(message["id"], f"koda:approve:{record.id}", APPROVER,
                                     as_seen=as_seen)
-    assert "already expired" in (await fake_discord.response(late))["data"]["content"]
+    assert "already expired" in (await fake_discord.outcome(late))["content"]
     assert await actions_published(bus, "video.publish") == []
     assert await eventually(lambda: _expired_counted(gateway))
 
@@ -197,5 +202,5 @@ async def test_a_pending_approval_survives_nats_and_the_gateway_restarting(
     nats_server.restart()  # the approvals KV is on disk (file storage, sync always)
     await gateway.start()
     clicked = await fake_discord.click(message["id"], f"koda:approve:{record.id}", APPROVER)
-    assert (await fake_discord.response(clicked))["type"] == 7
+    assert "Approved" in (await fake_discord.outcome(clicked))["content"]
     assert len(await actions_published(bus, "video.publish")) == 1
