@@ -28,6 +28,12 @@ async def actions_published(bus: Bus, action: str) -> list[ActionRequest]:
     return out
 
 
+async def decisions(bus: Bus, approval_id: str) -> list[Event]:
+    """The `approval.decided` events of one approval: a person's decision is taken once."""
+    return [e for e in await all_events(bus)
+            if e.event == "approval.decided" and e.data.get("approval_id") == approval_id]
+
+
 async def all_events(bus: Bus) -> list[Event]:
     info = await bus.js.stream_info("EVENTS")
     out: list[Event] = []
