@@ -17,6 +17,11 @@ the first user prompt, how many assistant turns the conversation already holds, 
 tool result). Replies are `Text`, `ToolUse` (one or more tool calls in one turn) and `Status`
 (an HTTP error such as a 429). `rate_limit(seconds)` makes every request fail with 429 until
 that much time has passed, whatever the script says.
+
+`window(...)` makes every answer carry the subscription limiter's `anthropic-ratelimit-unified-*`
+headers (status, reset, representative claim, and the five-hour window's utilization and reset),
+as Anthropic's API sends them to a Claude subscription: the CLI turns them into the SDK's
+`RateLimitEvent`. A `rejected` window also answers 429.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 API_KEY = "sk-ant-fake-test-key-0000"
+#: A subscription login's token: the CLI reads the `anthropic-ratelimit-unified-*` headers (and
+#: emits `RateLimitEvent`) only for a subscription, never for an API key.
+OAUTH_TOKEN = "sk-ant-oat01-fake-test-token-0000"
 MODEL = "claude-sonnet-4-5"
 
 
@@ -64,6 +72,27 @@ class Status:
 
 
 Reply = Text | ToolUse | Status
+
+
+@dataclass(frozen=True)
+class Window:
+    """The subscription limiter's state, sent as `anthropic-ratelimit-unified-*` headers."""
+
+    status: str = "allowed"  # allowed, allowed_warning, rejected
+    utilization: float = 0.0  # 0..1 of the five-hour window
+    resets_at: float = 0.0  # unix seconds
+    claim: str = "five_hour"
+
+    def headers(self) -> dict[str, str]:
+        reset = str(round(self.resets_at))
+        return {
+            "anthropic-ratelimit-unified-status": self.status,
+            "anthropic-ratelimit-unified-reset": reset,
+            "anthropic-ratelimit-unified-representative-claim": self.claim,
+            "anthropic-ratelimit-unified-5h-utilization": f"{self.utilization:.4f}",
+            "anthropic-ratelimit-unified-5h-reset": reset,
+            "anthropic-ratelimit-unified-5h-status": self.status,
+        }
 
 
 @dataclass
@@ -182,6 +211,7 @@ class FakeAnthropic:
         self._lock = threading.Lock()
         self._limited_until = 0.0
         self._retry_after: float | None = None
+        self.unified: Window | None = None
         self._ids = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -217,11 +247,14 @@ class FakeAnthropic:
         assert self._server is not None, "start() the fake first"
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def env(self) -> dict[str, str]:
-        """What the CLI needs to talk to this fake and nothing else."""
+    def env(self, *, subscription: bool = False) -> dict[str, str]:
+        """What the CLI needs to talk to this fake and nothing else (as a subscription login
+        with `subscription`, so it reports the window as `RateLimitEvent`)."""
+        credential = {"CLAUDE_CODE_OAUTH_TOKEN": OAUTH_TOKEN} if subscription \
+            else {"ANTHROPIC_API_KEY": API_KEY}
         return {
             "ANTHROPIC_BASE_URL": self.url,
-            "ANTHROPIC_API_KEY": API_KEY,
+            **credential,
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         }
 
@@ -232,6 +265,13 @@ class FakeAnthropic:
         with self._lock:
             self._limited_until = time.monotonic() + seconds
             self._retry_after = retry_after if retry_after is not None else seconds
+
+    def window(self, status: str = "allowed", utilization: float = 0.0,
+               resets_in: float = 3600.0) -> Window:
+        """Send the subscription limiter's headers from now on (see `Window`)."""
+        with self._lock:
+            self.unified = Window(status, utilization, time.time() + resets_in)
+            return self.unified
 
     def limited(self) -> bool:
         return time.monotonic() < self._limited_until
@@ -258,6 +298,9 @@ class FakeAnthropic:
             if time.monotonic() < self._limited_until:
                 self.rejected.append(call)
                 return Status(429, retry_after=self._retry_after)
+            if self.unified is not None and self.unified.status == "rejected":
+                self.rejected.append(call)
+                return Status(429, retry_after=max(1.0, self.unified.resets_at - time.time()))
         if not call.is_main:
             return Text(self.side_reply)
         return self.script(call)
@@ -361,8 +404,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("request-id", self.api.next_id("req"))
+        self._unified_headers()
         self.end_headers()
         self.wfile.write(data)
+
+    def _unified_headers(self) -> None:
+        window = self.api.unified
+        for name, value in (window.headers() if window else {}).items():
+            self.send_header(name, value)
 
     def _error(self, reply: Status) -> None:
         kind = "rate_limit_error" if reply.code == 429 else "api_error"
@@ -373,6 +422,7 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.retry_after is not None:
             self.send_header("retry-after", str(max(1, round(reply.retry_after))))
         self.send_header("x-should-retry", "true" if reply.code == 429 or reply.code >= 500 else "false")
+        self._unified_headers()
         self.end_headers()
         self.wfile.write(data)
 
@@ -381,6 +431,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        self._unified_headers()
         self.end_headers()
         self.wfile.write(data)
 
