@@ -22,10 +22,19 @@ that much time has passed, whatever the script says.
 headers (status, reset, representative claim, and the five-hour window's utilization and reset),
 as Anthropic's API sends them to a Claude subscription: the CLI turns them into the SDK's
 `RateLimitEvent`. A `rejected` window also answers 429.
+
+With `prompt_cache = True` the usage it reports follows Anthropic's prompt caching: the request
+is read as one prefix (tools, system blocks, then message blocks); at each block marked with
+`cache_control` the prefix so far is a cache entry; the longest entry seen before is read from
+the cache (`cache_read_input_tokens`), the rest up to the last breakpoint is written
+(`cache_creation_input_tokens`) and what follows is plain input. Tokens are counted as 4
+characters each. The CLI's `x-anthropic-billing-header` system block is request metadata, not
+prompt, and is left out.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import threading
@@ -212,6 +221,8 @@ class FakeAnthropic:
         self._limited_until = 0.0
         self._retry_after: float | None = None
         self.unified: Window | None = None
+        self.prompt_cache = False
+        self._cached: set[str] = set()
         self._ids = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -305,6 +316,42 @@ class FakeAnthropic:
             return Text(self.side_reply)
         return self.script(call)
 
+    def usage_for(self, body: dict[str, Any]) -> dict[str, int]:
+        """Input token usage of a request (see `prompt_cache` in the module docstring)."""
+        if not self.prompt_cache:
+            return {"input_tokens": 100, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+        blocks: list[Any] = list(body.get("tools") or [])
+        system = body.get("system")
+        blocks += [b for b in (system if isinstance(system, list) else [system] if system else [])
+                   if not str(b.get("text", "") if isinstance(b, dict) else b).startswith(
+                       "x-anthropic-billing-header")]
+        for message in body.get("messages") or []:
+            content = message.get("content")
+            for block in content if isinstance(content, list) else [content]:
+                blocks.append({"role": message.get("role"), "block": block})
+        digest, chars, read, last = hashlib.sha256(), 0, 0, 0
+        marks: list[str] = []
+        for block in blocks:
+            inner = block.get("block", block) if isinstance(block, dict) else block
+            marked = isinstance(inner, dict) and "cache_control" in inner
+            if marked:
+                inner = {k: v for k, v in inner.items() if k != "cache_control"}
+                block = {**block, "block": inner} if "block" in block else inner
+            text = json.dumps(block, sort_keys=True)
+            digest.update(text.encode())
+            chars += len(text)
+            if marked:
+                key = digest.copy().hexdigest()
+                with self._lock:
+                    if key in self._cached:
+                        read = chars
+                    marks.append(key)
+                last = chars
+        with self._lock:
+            self._cached.update(marks)
+        return {"input_tokens": (chars - last) // 4, "cache_read_input_tokens": read // 4,
+                "cache_creation_input_tokens": (last - read) // 4}
+
     def next_id(self, prefix: str) -> str:
         return f"{prefix}_{next(self._ids):06d}"
 
@@ -348,10 +395,11 @@ class _Handler(BaseHTTPRequestHandler):
         model = str(body.get("model") or MODEL)
         blocks = self._blocks(reply)
         stop = "tool_use" if isinstance(reply, ToolUse) else "end_turn"
+        usage = self.api.usage_for(body)
         if body.get("stream"):
-            self._stream(model, blocks, stop)
+            self._stream(model, blocks, stop, usage)
         else:
-            self._json(200, self._message(model, blocks, stop))
+            self._json(200, self._message(model, blocks, stop, usage))
 
     # answers -------------------------------------------------------------------------------------
 
@@ -366,14 +414,15 @@ class _Handler(BaseHTTPRequestHandler):
                            "input": tool_input})
         return blocks
 
-    def _message(self, model: str, blocks: list[dict[str, Any]], stop: str) -> dict[str, Any]:
+    def _message(self, model: str, blocks: list[dict[str, Any]], stop: str,
+                 usage: dict[str, int]) -> dict[str, Any]:
         return {"id": self.api.next_id("msg"), "type": "message", "role": "assistant",
                 "model": model, "content": blocks, "stop_reason": stop, "stop_sequence": None,
-                "usage": {"input_tokens": 100, "output_tokens": 10,
-                          "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}
+                "usage": {**usage, "output_tokens": 10}}
 
-    def _stream(self, model: str, blocks: list[dict[str, Any]], stop: str) -> None:
-        message = self._message(model, [], None)  # type: ignore[arg-type]
+    def _stream(self, model: str, blocks: list[dict[str, Any]], stop: str,
+                usage: dict[str, int]) -> None:
+        message = self._message(model, [], None, usage)  # type: ignore[arg-type]
         message["usage"]["output_tokens"] = 1
         events: list[tuple[str, dict[str, Any]]] = [
             ("message_start", {"type": "message_start", "message": message})]
