@@ -204,8 +204,13 @@ class Day:
                              cheaper_model=task.cheaper_model, expected_cost=self.recent.mean(run.task),
                              budget=Budget(credit_month=CREDIT, cap_month=CREDIT, reserve=RESERVE,
                                            busy_utilization=0.8, reduced_turns=8),
-                             usage=usage, now=now.timestamp())
+                             usage=usage, now=now.timestamp(),
+                             next_fire=fire.timestamp() if (spec := task.cron_spec())
+                             and (fire := cron.next_fire(spec, now, task.zone("UTC"))) else None)
             self.decisions[decision.decision] = self.decisions.get(decision.decision, 0) + 1
+            if decision.decision == "skip":
+                run.lost = "skipped"
+                return now
             if decision.wait_until is not None:
                 self.push(datetime.fromtimestamp(decision.wait_until, UTC), run)
                 return now

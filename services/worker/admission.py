@@ -7,7 +7,9 @@ A pure function of its inputs (no clock, no I/O), so the worker, the tests and
 - **background** runs wait when starting would touch the reserve (credit or cap left, minus the
   run's expected cost, below `reserve_usd`) or when the window is busy (utilization at or above
   `admission_utilization`): until just after the window resets, or the next UTC day when the
-  budget is what is short (the next month when only the month is).
+  budget is what is short (the next month when only the month is). When the task's next
+  scheduled fire comes before that, the run is **skipped** instead: the next fire is asked
+  again, so held runs never pile up behind a long wait.
 - **normal** runs go on in either case, but under a smaller turn cap (`admission_reduced_turns`)
   and the task's `cheaper_model` when it names one.
 
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-Decision = Literal["run", "reduce", "wait"]
+Decision = Literal["run", "reduce", "wait", "skip"]
 #: Seconds after a window's reset before a held run tries again (the reset is not exact).
 RESET_MARGIN = 60.0
 
@@ -84,8 +86,10 @@ def left(budget: Budget, usage: Usage) -> tuple[float | None, str]:
 
 
 def admit(priority: str, *, interactive: bool, max_turns: int, cheaper_model: str | None,
-          expected_cost: float, budget: Budget, usage: Usage, now: float) -> Admission:
-    """Decide for one run about to start at `now` (unix seconds)."""
+          expected_cost: float, budget: Budget, usage: Usage, now: float,
+          next_fire: float | None = None) -> Admission:
+    """Decide for one run about to start at `now` (unix seconds); `next_fire` is when the
+    task's schedule fires next (None: not scheduled)."""
     if priority == "critical":
         return Admission("run", "critical task: always admitted")
     if interactive:
@@ -106,6 +110,8 @@ def admit(priority: str, *, interactive: bool, max_turns: int, cheaper_model: st
         until = _after_budget(limit, now) if short else 0.0
         if busy and usage.resets_at is not None:
             until = max(until, usage.resets_at + RESET_MARGIN)
+        if next_fire is not None and next_fire < until:
+            return Admission("skip", f"background task skipped, its next fire comes first: {reason}")
         return Admission("wait", f"background task held: {reason}", wait_until=until)
     turns = min(max_turns, budget.reduced_turns)
     return Admission("reduce", f"normal task reduced to {turns} turns"

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from koda.shared import cron
 from koda.shared.bus import Bus
 from koda.shared.home import HomeLayout
 from koda.shared.messages import AdmissionRecord, RunRequest
@@ -95,13 +96,16 @@ class Quota:
 
     # --- before a run ------------------------------------------------------------------------
 
-    async def admit(self, task: Task, request: RunRequest) -> Admission:
+    async def admit(self, task: Task, request: RunRequest, zone: str) -> Admission:
         """Decide (the limits record was just read by `Limits.check`) and say so in an event."""
         now = datetime.now(UTC)
+        spec = task.cron_spec() if task.enabled else None
+        fire = cron.next_fire(spec, now, task.zone(zone)) if spec else None
         decision = admit(task.priority, interactive=request.trigger in INTERACTIVE,
                          max_turns=task.max_turns, cheaper_model=task.cheaper_model,
                          expected_cost=self.recent().mean(task.id), budget=self.budget,
-                         usage=self.usage(now), now=now.timestamp())
+                         usage=self.usage(now), now=now.timestamp(),
+                         next_fire=fire.timestamp() if fire else None)
         self.m_admission.labels(task.id, task.priority, decision.decision).inc()
         record = AdmissionRecord(task=task.id, run_id=request.run_id, priority=task.priority,
                                  **decision.as_data())  # type: ignore[arg-type]

@@ -114,7 +114,14 @@ class WorkerService(Service):
         refusal = await self.limits.check()
         if refusal is not None and refusal.retry_in is not None:
             return RetryLater(refusal.retry_in + self._jitter(), refusal.message)
-        admission = None if refusal or task.script else await self.quota.admit(task, request)
+        admission = None if refusal or task.script else await self.quota.admit(
+            task, request, self._tasks[1].timezone if self._tasks else "UTC")
+        if admission is not None and admission.decision == "skip":
+            await self.bus.emit(self.bus.event(
+                "run.skipped", f"{task.id} skipped: {admission.reason}"[:300], task=task.id,
+                run_id=request.run_id, data={"scheduled_for": request.scheduled_for.isoformat(),
+                                             "reason": admission.reason, "trigger": request.trigger}))
+            return None
         if admission is not None and admission.wait_until is not None:
             return RetryLater(max(0.0, admission.wait_until - time.time()) + self._jitter(),
                               admission.reason)

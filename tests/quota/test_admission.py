@@ -56,3 +56,14 @@ def test_reserve_near_the_month_credit_holds_background_until_next_month() -> No
 def test_a_window_that_already_reset_holds_nothing() -> None:
     usage = Usage(utilization=0.99, resets_at=NOW - 1)
     assert decide("background", usage).decision == "run"
+
+
+def test_a_background_run_whose_next_fire_comes_first_is_skipped_not_queued() -> None:
+    usage = Usage(utilization=0.93, resets_at=NOW + 5400)
+    every_15_min = admit("background", interactive=False, max_turns=25, cheaper_model=None,
+                         expected_cost=0.1, budget=BUDGET, usage=usage, now=NOW,
+                         next_fire=NOW + 900)
+    assert every_15_min.decision == "skip" and every_15_min.wait_until is None
+    daily = admit("background", interactive=False, max_turns=25, cheaper_model=None,
+                  expected_cost=0.1, budget=BUDGET, usage=usage, now=NOW, next_fire=NOW + 86400)
+    assert daily.decision == "wait"
