@@ -12,11 +12,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from koda.shared import cron
 from koda.shared.tasks import TasksFile
 
 RECENT = 5
+#: Fires counted exactly before the rest of the month is extrapolated.
+FIRES_COUNTED = 200
 #: Run records read at start, newest first: enough for every task's recent runs.
 SCAN_LIMIT = 500
 
@@ -67,6 +70,19 @@ def month_end(now: datetime) -> datetime:
         else first.replace(month=first.month + 1)
 
 
+def fires_left(spec: cron.CronSpec, now: datetime, end: datetime, zone: ZoneInfo,
+               cap: int = FIRES_COUNTED) -> float:
+    """Fires in (now, end]: counted one by one up to `cap`, then extrapolated at that rate
+    (a task firing every minute would otherwise cost seconds of cron arithmetic per run)."""
+    t, n = now, 0
+    while n < cap:
+        nxt = cron.next_fire(spec, t, zone)
+        if nxt is None or nxt > end:
+            return float(n)
+        t, n = nxt, n + 1
+    return n * (end - now) / (t - now)
+
+
 def forecast_month(tasks: TasksFile, recent: RecentCosts, spent: float, now: datetime) -> Forecast:
     """Spend so far plus, per enabled cron task, its fires left this month times its recent cost."""
     end = month_end(now) - timedelta(microseconds=1)  # the next month's first fire is not ours
@@ -76,7 +92,7 @@ def forecast_month(tasks: TasksFile, recent: RecentCosts, spent: float, now: dat
         cost = recent.mean(task.id)
         if not task.enabled or spec is None or cost <= 0:
             continue
-        fires = len(cron.fires_between(spec, now, end, task.zone(tasks.timezone)))
+        fires = fires_left(spec, now, end, task.zone(tasks.timezone))
         if fires:
             per_task[task.id] = round(fires * cost, 4)
     return Forecast(f"{now:%Y-%m}", spent, round(spent + sum(per_task.values()), 4), per_task)

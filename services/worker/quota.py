@@ -30,6 +30,8 @@ from .pipeline import RunOutcome
 log = logging.getLogger(__name__)
 #: Triggers where a person waits for the answer: they draw on the reserve like critical tasks.
 INTERACTIVE = frozenset({"chat", "manual", "watchdog"})
+#: Seconds between forecasts: runs may end every few seconds, the month changes slowly.
+FORECAST_EVERY = 60.0
 
 
 def budget_of(settings: KodaSettings) -> Budget:
@@ -48,6 +50,7 @@ class Quota:
         self.budget = budget_of(settings)
         self._recent: RecentCosts | None = None
         self.forecast: Forecast | None = None
+        self._forecast_at = 0.0
         r = registry
         self.m_admission = Counter("koda_admission_total", "Admission decisions",
                                    ["task", "priority", "decision"], registry=r)
@@ -140,7 +143,10 @@ class Quota:
         if tasks is not None:
             await self.check_forecast(tasks)
 
-    async def check_forecast(self, tasks: TasksFile) -> Forecast:
+    async def check_forecast(self, tasks: TasksFile) -> Forecast | None:
+        if time.monotonic() - self._forecast_at < FORECAST_EVERY and self.forecast is not None:
+            return self.forecast
+        self._forecast_at = time.monotonic()
         now = datetime.now(UTC)
         forecast = forecast_month(tasks, self.recent(), self.usage(now).spend_month, now)
         self.forecast = forecast
