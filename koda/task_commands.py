@@ -128,9 +128,10 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 async def _bus_state(settings: Any) -> dict[str, dict[str, Any]] | None:
-    """Per task: paused reason, and the newest run in the ledger. None when NATS is away."""
+    """Per task: paused reason, the newest run in the ledger and the last admission decision.
+    None when NATS is away."""
     from koda.shared.bus import Bus
-    from koda.shared.messages import RunLedgerEntry, TaskPause
+    from koda.shared.messages import AdmissionRecord, RunLedgerEntry, TaskPause
 
     try:
         bus = await Bus.connect(settings, "cli", timeout=2, ensure=False)
@@ -138,12 +139,16 @@ async def _bus_state(settings: Any) -> dict[str, dict[str, Any]] | None:
         return None
     state: dict[str, dict[str, Any]] = {}
     try:
-        for bucket, pattern in (("scheduler", "pause.*"), ("runs", ">")):
+        for bucket, pattern in (("scheduler", "pause.*"), ("runs", ">"), ("limits", "admission.*")):
             kv = await bus.js.key_value(bucket)
             watcher = await kv.watch(pattern, ignore_deletes=True)
             async for entry in watcher:
                 if entry is None:
                     break
+                if bucket == "limits":
+                    admission = AdmissionRecord.from_bytes(entry.value)
+                    state.setdefault(admission.task, {})["admission"] = admission
+                    continue
                 if bucket == "scheduler":
                     pause = TaskPause.from_bytes(entry.value)
                     state.setdefault(pause.task, {})["paused"] = pause.reason or pause.paused_by
@@ -181,12 +186,21 @@ def _row(task: Any, default_zone: str, state: dict[str, dict[str, Any]] | None) 
     last_text = "-" if state is None else "never ran"
     if last is not None:
         last_text = f"{last.status} ({last.updated_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC, {last.run_id})"
+    admission = info.get("admission")
+    admission_text = "-"
+    if admission is not None:  # what the worker decided last, e.g. "wait until 12:01"
+        admission_text = admission.decision + (
+            f" until {admission.wait_until.astimezone(UTC):%H:%M}" if admission.wait_until else "") + (
+            f" ({admission.max_turns} turns{', ' + admission.model if admission.model else ''})"
+            if admission.max_turns else "")
     return {"task": task.id, "schedule": schedule, "next": next_text, "last": last_text,
+            "priority": task.priority, "admission": admission_text,
             "enabled": task.enabled, "next_fire": nxt.isoformat() if nxt else None}
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    columns = [("TASK", "task"), ("SCHEDULE", "schedule"), ("NEXT FIRE", "next"), ("LAST OUTCOME", "last")]
+    columns = [("TASK", "task"), ("SCHEDULE", "schedule"), ("NEXT FIRE", "next"), ("LAST OUTCOME", "last"),
+               ("PRIORITY", "priority"), ("ADMISSION", "admission")]
     widths = [max([len(title)] + [len(str(r[key])) for r in rows]) for title, key in columns]
     lines = ["  ".join(title.ljust(w) for (title, _), w in zip(columns, widths, strict=True))]
     for r in rows:

@@ -193,6 +193,16 @@ class RunLedgerEntry(Message):
     continuations: int = Field(default=0, description="Turn-cap continuations used in this step.")
 
 
+class RateWindow(Message):
+    """The subscription window as the last `RateLimitEvent` reported it."""
+
+    status: str = "allowed"  # allowed, allowed_warning, rejected
+    resets_at: datetime | None = None
+    utilization: float | None = None  # 0..1
+    window_type: str | None = None  # five_hour, seven_day, ...
+    seen_at: datetime = Field(default_factory=utcnow)
+
+
 class LimitsRecord(Message):
     """The `limits` KV: a rate-limit pause every worker honours, and running spend."""
 
@@ -200,6 +210,23 @@ class LimitsRecord(Message):
     pause_reason: str | None = None
     spend_day: dict[str, float] = Field(default_factory=dict, description="YYYY-MM-DD to USD.")
     spend_month: dict[str, float] = Field(default_factory=dict, description="YYYY-MM to USD.")
+    window: RateWindow | None = Field(default=None, description="The last RateLimitEvent seen.")
+    forecast_alerted: str | None = Field(
+        default=None, description="YYYY-MM whose spend forecast past the credit was alerted.")
+
+
+class AdmissionRecord(Message):
+    """`admission.<task>` in the `limits` KV: the last admission decision for the task."""
+
+    task: str
+    run_id: str
+    priority: str = "normal"
+    decision: str  # run, reduce, wait
+    reason: str = ""
+    wait_until: datetime | None = None
+    max_turns: int | None = None
+    model: str | None = None
+    at: datetime = Field(default_factory=utcnow)
 
 
 class TaskPause(Message):

@@ -102,6 +102,15 @@ class KodaSettings(BaseSettings):
                                      description="Re-queued runs spread over this many seconds.")
     spend_cap_day_usd: float | None = Field(default=None, gt=0, description="Daily spend cap.")
     spend_cap_month_usd: float | None = Field(default=None, gt=0, description="Monthly spend cap.")
+    # Budget policy (admission before a run; see docs/quota.md)
+    credit_month_usd: float | None = Field(
+        default=None, gt=0, description="Monthly credit (e.g. the Agent SDK credit); unset = none.")
+    reserve_usd: float = Field(
+        default=0.0, ge=0, description="Kept for critical and chat runs: others stop short of it.")
+    admission_utilization: float = Field(
+        default=0.8, gt=0, le=1, description="Window utilization from which runs are held back.")
+    admission_reduced_turns: int = Field(
+        default=8, ge=1, description="Turn cap of a normal run admitted under a tight budget.")
     worker_tool_timeout: float = Field(default=300.0, gt=0,
                                        description="How long run_script and scrape wait for a reply.")
     claude_sandbox: bool = Field(

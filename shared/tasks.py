@@ -79,6 +79,12 @@ class Task(_Strict):
     catch_up: CatchUp = CatchUp()
     jitter_seconds: float = Field(default=0.0, ge=0, le=3600)
     pause_after_failures: int | None = Field(default=3, ge=1)
+    priority: Literal["critical", "normal", "background"] = Field(
+        default="normal",
+        description="critical: always admitted; normal: may run smaller when the budget is tight; "
+        "background: waits for the rate-limit reset or the next day rather than touch the reserve.")
+    cheaper_model: str | None = Field(
+        default=None, description="Model a normal run may switch to when the budget is tight.")
 
     @field_validator("cron")
     @classmethod

@@ -17,10 +17,24 @@ the first user prompt, how many assistant turns the conversation already holds, 
 tool result). Replies are `Text`, `ToolUse` (one or more tool calls in one turn) and `Status`
 (an HTTP error such as a 429). `rate_limit(seconds)` makes every request fail with 429 until
 that much time has passed, whatever the script says.
+
+`window(...)` makes every answer carry the subscription limiter's `anthropic-ratelimit-unified-*`
+headers (status, reset, representative claim, and the five-hour window's utilization and reset),
+as Anthropic's API sends them to a Claude subscription: the CLI turns them into the SDK's
+`RateLimitEvent`. A `rejected` window also answers 429.
+
+With `prompt_cache = True` the usage it reports follows Anthropic's prompt caching: the request
+is read as one prefix (tools, system blocks, then message blocks); at each block marked with
+`cache_control` the prefix so far is a cache entry; the longest entry seen before is read from
+the cache (`cache_read_input_tokens`), the rest up to the last breakpoint is written
+(`cache_creation_input_tokens`) and what follows is plain input. Tokens are counted as 4
+characters each. The CLI's `x-anthropic-billing-header` system block is request metadata, not
+prompt, and is left out.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import threading
@@ -31,6 +45,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 API_KEY = "sk-ant-fake-test-key-0000"
+#: A subscription login's token: the CLI reads the `anthropic-ratelimit-unified-*` headers (and
+#: emits `RateLimitEvent`) only for a subscription, never for an API key.
+OAUTH_TOKEN = "sk-ant-oat01-fake-test-token-0000"
 MODEL = "claude-sonnet-4-5"
 
 
@@ -64,6 +81,27 @@ class Status:
 
 
 Reply = Text | ToolUse | Status
+
+
+@dataclass(frozen=True)
+class Window:
+    """The subscription limiter's state, sent as `anthropic-ratelimit-unified-*` headers."""
+
+    status: str = "allowed"  # allowed, allowed_warning, rejected
+    utilization: float = 0.0  # 0..1 of the five-hour window
+    resets_at: float = 0.0  # unix seconds
+    claim: str = "five_hour"
+
+    def headers(self) -> dict[str, str]:
+        reset = str(round(self.resets_at))
+        return {
+            "anthropic-ratelimit-unified-status": self.status,
+            "anthropic-ratelimit-unified-reset": reset,
+            "anthropic-ratelimit-unified-representative-claim": self.claim,
+            "anthropic-ratelimit-unified-5h-utilization": f"{self.utilization:.4f}",
+            "anthropic-ratelimit-unified-5h-reset": reset,
+            "anthropic-ratelimit-unified-5h-status": self.status,
+        }
 
 
 @dataclass
@@ -182,6 +220,9 @@ class FakeAnthropic:
         self._lock = threading.Lock()
         self._limited_until = 0.0
         self._retry_after: float | None = None
+        self.unified: Window | None = None
+        self.prompt_cache = False
+        self._cached: set[str] = set()
         self._ids = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -217,11 +258,14 @@ class FakeAnthropic:
         assert self._server is not None, "start() the fake first"
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def env(self) -> dict[str, str]:
-        """What the CLI needs to talk to this fake and nothing else."""
+    def env(self, *, subscription: bool = False) -> dict[str, str]:
+        """What the CLI needs to talk to this fake and nothing else (as a subscription login
+        with `subscription`, so it reports the window as `RateLimitEvent`)."""
+        credential = {"CLAUDE_CODE_OAUTH_TOKEN": OAUTH_TOKEN} if subscription \
+            else {"ANTHROPIC_API_KEY": API_KEY}
         return {
             "ANTHROPIC_BASE_URL": self.url,
-            "ANTHROPIC_API_KEY": API_KEY,
+            **credential,
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         }
 
@@ -232,6 +276,13 @@ class FakeAnthropic:
         with self._lock:
             self._limited_until = time.monotonic() + seconds
             self._retry_after = retry_after if retry_after is not None else seconds
+
+    def window(self, status: str = "allowed", utilization: float = 0.0,
+               resets_in: float = 3600.0) -> Window:
+        """Send the subscription limiter's headers from now on (see `Window`)."""
+        with self._lock:
+            self.unified = Window(status, utilization, time.time() + resets_in)
+            return self.unified
 
     def limited(self) -> bool:
         return time.monotonic() < self._limited_until
@@ -258,9 +309,48 @@ class FakeAnthropic:
             if time.monotonic() < self._limited_until:
                 self.rejected.append(call)
                 return Status(429, retry_after=self._retry_after)
+            if self.unified is not None and self.unified.status == "rejected":
+                self.rejected.append(call)
+                return Status(429, retry_after=max(1.0, self.unified.resets_at - time.time()))
         if not call.is_main:
             return Text(self.side_reply)
         return self.script(call)
+
+    def usage_for(self, body: dict[str, Any]) -> dict[str, int]:
+        """Input token usage of a request (see `prompt_cache` in the module docstring)."""
+        if not self.prompt_cache:
+            return {"input_tokens": 100, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+        blocks: list[Any] = list(body.get("tools") or [])
+        system = body.get("system")
+        blocks += [b for b in (system if isinstance(system, list) else [system] if system else [])
+                   if not str(b.get("text", "") if isinstance(b, dict) else b).startswith(
+                       "x-anthropic-billing-header")]
+        for message in body.get("messages") or []:
+            content = message.get("content")
+            for block in content if isinstance(content, list) else [content]:
+                blocks.append({"role": message.get("role"), "block": block})
+        digest, chars, read, last = hashlib.sha256(), 0, 0, 0
+        marks: list[str] = []
+        for block in blocks:
+            inner = block.get("block", block) if isinstance(block, dict) else block
+            marked = isinstance(inner, dict) and "cache_control" in inner
+            if marked:
+                inner = {k: v for k, v in inner.items() if k != "cache_control"}
+                block = {**block, "block": inner} if "block" in block else inner
+            text = json.dumps(block, sort_keys=True)
+            digest.update(text.encode())
+            chars += len(text)
+            if marked:
+                key = digest.copy().hexdigest()
+                with self._lock:
+                    if key in self._cached:
+                        read = chars
+                    marks.append(key)
+                last = chars
+        with self._lock:
+            self._cached.update(marks)
+        return {"input_tokens": (chars - last) // 4, "cache_read_input_tokens": read // 4,
+                "cache_creation_input_tokens": (last - read) // 4}
 
     def next_id(self, prefix: str) -> str:
         return f"{prefix}_{next(self._ids):06d}"
@@ -305,10 +395,11 @@ class _Handler(BaseHTTPRequestHandler):
         model = str(body.get("model") or MODEL)
         blocks = self._blocks(reply)
         stop = "tool_use" if isinstance(reply, ToolUse) else "end_turn"
+        usage = self.api.usage_for(body)
         if body.get("stream"):
-            self._stream(model, blocks, stop)
+            self._stream(model, blocks, stop, usage)
         else:
-            self._json(200, self._message(model, blocks, stop))
+            self._json(200, self._message(model, blocks, stop, usage))
 
     # answers -------------------------------------------------------------------------------------
 
@@ -323,14 +414,15 @@ class _Handler(BaseHTTPRequestHandler):
                            "input": tool_input})
         return blocks
 
-    def _message(self, model: str, blocks: list[dict[str, Any]], stop: str) -> dict[str, Any]:
+    def _message(self, model: str, blocks: list[dict[str, Any]], stop: str,
+                 usage: dict[str, int]) -> dict[str, Any]:
         return {"id": self.api.next_id("msg"), "type": "message", "role": "assistant",
                 "model": model, "content": blocks, "stop_reason": stop, "stop_sequence": None,
-                "usage": {"input_tokens": 100, "output_tokens": 10,
-                          "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}
+                "usage": {**usage, "output_tokens": 10}}
 
-    def _stream(self, model: str, blocks: list[dict[str, Any]], stop: str) -> None:
-        message = self._message(model, [], None)  # type: ignore[arg-type]
+    def _stream(self, model: str, blocks: list[dict[str, Any]], stop: str,
+                usage: dict[str, int]) -> None:
+        message = self._message(model, [], None, usage)  # type: ignore[arg-type]
         message["usage"]["output_tokens"] = 1
         events: list[tuple[str, dict[str, Any]]] = [
             ("message_start", {"type": "message_start", "message": message})]
@@ -361,8 +453,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("request-id", self.api.next_id("req"))
+        self._unified_headers()
         self.end_headers()
         self.wfile.write(data)
+
+    def _unified_headers(self) -> None:
+        window = self.api.unified
+        for name, value in (window.headers() if window else {}).items():
+            self.send_header(name, value)
 
     def _error(self, reply: Status) -> None:
         kind = "rate_limit_error" if reply.code == 429 else "api_error"
@@ -373,6 +471,7 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.retry_after is not None:
             self.send_header("retry-after", str(max(1, round(reply.retry_after))))
         self.send_header("x-should-retry", "true" if reply.code == 429 or reply.code >= 500 else "false")
+        self._unified_headers()
         self.end_headers()
         self.wfile.write(data)
 
@@ -381,6 +480,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        self._unified_headers()
         self.end_headers()
         self.wfile.write(data)
 

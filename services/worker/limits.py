@@ -3,19 +3,22 @@
 Kept in the `limits` KV under `state` as a `LimitsRecord`. A worker that hits a rate limit
 writes `pause_until`; the write that starts a new pause window (no pause in force before it)
 is the one that raises the alert, so ten runs hitting the same limit make one alert. Spend is
-added after each session, per UTC day and month, with compare-and-set retries.
+added after each session, per UTC day and month, with compare-and-set retries. The last
+`RateLimitEvent` (status, reset, utilization, window type) is kept as `window` for admission.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from koda.shared.messages import LimitsRecord
+from koda.shared.messages import LimitsRecord, RateWindow
 from koda.shared.settings import KodaSettings
 
 KEY = "state"
@@ -122,3 +125,29 @@ class Limits:
                 self.last = updated
                 return updated
         return record
+
+    async def _change(self, change: Callable[[LimitsRecord], LimitsRecord | None]) -> bool:
+        """Apply `change` compare-and-set; it returns None when nothing is to be written."""
+        for _ in range(10):
+            record, revision = await self.read()
+            updated = change(record)
+            if updated is None:
+                self.last = record
+                return False
+            if await self._write(updated, revision):
+                self.last = updated
+                return True
+        return False
+
+    async def record_window(self, window: dict[str, Any]) -> None:
+        """Keep the last window report (from a session's `RateLimitEvent`)."""
+        resets = window.get("resets_at")
+        value = RateWindow(status=str(window.get("status") or "allowed"),
+                           resets_at=datetime.fromtimestamp(resets, UTC) if resets else None,
+                           utilization=window.get("utilization"), window_type=window.get("window_type"))
+        await self._change(lambda record: record.model_copy(update={"window": value}))
+
+    async def claim_forecast_alert(self, month: str) -> bool:
+        """True once per month, for the one worker that alerts on the forecast."""
+        return await self._change(lambda record: None if record.forecast_alerted == month
+                                  else record.model_copy(update={"forecast_alerted": month}))

@@ -135,6 +135,7 @@ class SessionSpec:
     max_budget_usd: float | None
     gated: list[str]
     resume: str | None = None
+    model: str | None = None  # admission's cheaper model; None = the configured one
 
 
 def build_options(settings: KodaSettings, layout: HomeLayout, spec: SessionSpec,
@@ -164,7 +165,7 @@ def build_options(settings: KodaSettings, layout: HomeLayout, spec: SessionSpec,
         cwd=str(home),
         max_turns=spec.max_turns,
         max_budget_usd=spec.max_budget_usd,
-        model=settings.model,
+        model=spec.model or settings.model,
         env=cli_env(settings, layout),
         mcp_servers=servers,
         disallowed_tools=["WebSearch", "CronCreate", "CronDelete", "ScheduleWakeup", "EnterWorktree"],

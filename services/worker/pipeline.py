@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from koda.shared.messages import RunRequest
@@ -58,8 +58,15 @@ class RunOutcome:
     output_tokens: int = 0
     error: str | None = None
     last: SessionResult | None = None
+    window: dict[str, object] | None = None  # the last RateLimitEvent of any session
+    models: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def add(self, result: SessionResult) -> None:
+        self.window = result.window or self.window
+        for model, usage in result.models.items():
+            row = self.models.setdefault(model, dict.fromkeys(usage, 0))
+            for key, value in usage.items():
+                row[key] += value
         self.turns += result.turns
         self.cost_usd += result.cost_usd
         self.input_tokens += result.input_tokens
@@ -72,7 +79,10 @@ class Pipeline:
 
     def __init__(self, task: Task, request: RunRequest, ledger: Ledger, claim: Claim,
                  drafts: Path, system_for: Callable[[str | None], str], session: SessionRunner,
-                 on_step: Callable[[str], None] | None = None) -> None:
+                 on_step: Callable[[str], None] | None = None, *, turn_cap: int | None = None,
+                 model: str | None = None) -> None:
+        self.turn_cap = turn_cap  # set by admission for a run let go on smaller
+        self.model = model
         self.task = task
         self.request = request
         self.ledger = ledger
@@ -120,8 +130,10 @@ class Pipeline:
                     out: RunOutcome) -> tuple[SessionResult, StepRecord]:
         prompt = user_prompt(step.prompt, context=self.request.context if index == 0 else None,
                              prior=prior)
-        spec = SessionSpec(system_append=self.system_for(step.skill), max_turns=step.max_turns,
-                           max_budget_usd=self.task.max_budget_usd, gated=list(self.task.gated))
+        turns_allowed = min(step.max_turns, self.turn_cap or step.max_turns)
+        spec = SessionSpec(system_append=self.system_for(step.skill), max_turns=turns_allowed,
+                           max_budget_usd=self.task.max_budget_usd, gated=list(self.task.gated),
+                           model=self.model)
         continuations = self.claim.entry.continuations
         turns = 0
         cost = 0.0
@@ -139,8 +151,7 @@ class Pipeline:
                     and continuations < self.task.max_continuations and result.session_id):
                 continuations += 1
                 await self.ledger.update(self.claim, continuations=continuations)
-                spec = SessionSpec(spec.system_append, spec.max_turns, spec.max_budget_usd, spec.gated,
-                                   resume=result.session_id)
+                spec = replace(spec, resume=result.session_id)
                 prompt = CONTINUE_PROMPT
                 continue
             break

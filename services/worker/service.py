@@ -30,6 +30,7 @@ from .limits import Limits
 from .options import SessionSpec, build_options
 from .pipeline import Pipeline, RunOutcome
 from .prompt import read_learnings, system_prompt
+from .quota import Quota
 from .records import RunRecord, append_daily_log, write_record
 from .session import SessionResult, run_session
 from .tools import CONSOLIDATE_SKILL, KodaTools
@@ -50,6 +51,7 @@ class WorkerService(Service):
         self.limits = Limits(self.bus.kv["limits"], self.settings)
         self._tasks: tuple[float, TasksFile] | None = None
         r = self.registry
+        self.quota = Quota(self.bus, self.settings, self.limits, self.layout, r)
         self.m_runs = Counter("koda_runs_total", "Runs finished, by outcome", ["task", "outcome"], registry=r)
         self.m_duration = Histogram("koda_run_duration_seconds", "Run duration", ["task"], registry=r,
                                     buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600))
@@ -112,6 +114,17 @@ class WorkerService(Service):
         refusal = await self.limits.check()
         if refusal is not None and refusal.retry_in is not None:
             return RetryLater(refusal.retry_in + self._jitter(), refusal.message)
+        admission = None if refusal or task.script else await self.quota.admit(
+            task, request, self._tasks[1].timezone if self._tasks else "UTC")
+        if admission is not None and admission.decision == "skip":
+            await self.bus.emit(self.bus.event(
+                "run.skipped", f"{task.id} skipped: {admission.reason}"[:300], task=task.id,
+                run_id=request.run_id, data={"scheduled_for": request.scheduled_for.isoformat(),
+                                             "reason": admission.reason, "trigger": request.trigger}))
+            return None
+        if admission is not None and admission.wait_until is not None:
+            return RetryLater(max(0.0, admission.wait_until - time.time()) + self._jitter(),
+                              admission.reason)
         claim = await self.ledger.claim(request.run_id, task.id)
         if claim is None:
             log.info("run already finished; dropping the repeat", extra={"run_id": request.run_id})
@@ -136,6 +149,8 @@ class WorkerService(Service):
                 outcome = await self._script(task, request, claim, tools)
             else:
                 pipeline = self._pipeline(task, request, claim, tools)
+                if admission is not None:
+                    pipeline.turn_cap, pipeline.model = admission.max_turns, admission.model
                 outcome = await pipeline.run(started + task.timeout_seconds)
         except asyncio.CancelledError:
             # Shutdown cut the run short: leave it resumable, not "running" (which counts as a crash).
@@ -148,6 +163,7 @@ class WorkerService(Service):
         if outcome.cost_usd:
             await self.limits.add_spend(outcome.cost_usd)
             self.m_cost.labels(task.id).inc(outcome.cost_usd)
+        await self.quota.account(task, outcome, self._tasks[1] if self._tasks else None)
         if outcome.outcome == "rate_limited":
             return await self._rate_limited(task, claim, outcome)
         if outcome.outcome == "failed" and claim.entry.attempt <= task.retries.max:

@@ -33,6 +33,36 @@ class SessionResult:
     retry_after: float | None = None
     duration_s: float = 0.0
     stderr: list[str] = field(default_factory=list)
+    #: The last `RateLimitEvent`: status, resets_at, utilization, window_type (None: none came).
+    window: dict[str, Any] | None = None
+    #: Per model: input, output, cache_read, cache_write tokens and cost_usd (the CLI's modelUsage).
+    models: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _window(info: Any) -> dict[str, Any]:
+    """What a `RateLimitInfo` says about the window; utilization from its own window's reading
+    when the top level leaves it out (the CLI reports it per window under `unifiedWindows`)."""
+    kind = info.rate_limit_type
+    utilization = info.utilization
+    windows = (info.raw or {}).get("unifiedWindows") or {}
+    if utilization is None and isinstance(windows.get(kind or ""), dict):
+        utilization = windows[kind].get("utilization")
+    if utilization is None and windows:
+        utilization = max((w.get("utilization") or 0.0) for w in windows.values() if isinstance(w, dict))
+    return {"status": info.status, "resets_at": float(info.resets_at) if info.resets_at else None,
+            "utilization": float(utilization) if utilization is not None else None,
+            "window_type": kind}
+
+
+def _models(result: SessionResult, model_usage: dict[str, Any] | None) -> None:
+    for model, usage in (model_usage or {}).items():
+        row = result.models.setdefault(model, {"input": 0, "output": 0, "cache_read": 0,
+                                               "cache_write": 0, "cost_usd": 0.0})
+        row["input"] += int(usage.get("inputTokens") or 0)
+        row["output"] += int(usage.get("outputTokens") or 0)
+        row["cache_read"] += int(usage.get("cacheReadInputTokens") or 0)
+        row["cache_write"] += int(usage.get("cacheCreationInputTokens") or 0)
+        row["cost_usd"] += float(usage.get("costUSD") or 0.0)
 
 
 def _usage(result: SessionResult, usage: dict[str, Any] | None) -> None:
@@ -81,6 +111,7 @@ async def run_session(prompt: str, options: Any, *, timeout: float,
                         break
                 elif isinstance(message, RateLimitEvent):
                     info = message.rate_limit_info
+                    result.window = _window(info)
                     if info.status == "rejected":
                         result.outcome, result.error = "rate_limited", f"{info.rate_limit_type} limit"
                         result.resets_at = float(info.resets_at) if info.resets_at else None
@@ -117,6 +148,7 @@ def _finish(result: SessionResult, message: Any, last_text: str) -> None:
     result.cost_usd = float(message.total_cost_usd or 0.0)
     result.session_id = message.session_id or result.session_id
     _usage(result, message.usage)
+    _models(result, message.model_usage)
     result.text = message.result or last_text
     subtype = message.subtype
     if subtype == "error_max_turns":
