@@ -84,6 +84,20 @@ def test_dashboard_has_the_panels_the_issue_asks_for() -> None:
         assert metric in text, metric
 
 
+def test_dashboard_panels_have_unique_ids_and_never_overlap() -> None:
+    """Grafana keys panel state by id and silently stacks overlapping panels."""
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    cells: dict[tuple[int, int], str] = {}
+    for panel in panels:
+        g = panel["gridPos"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = panel["title"]
+
+
 def _yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
 
@@ -125,6 +139,8 @@ def expected_unit(expr: str) -> str:
         return "d"
     if "_usd" in expr:
         return "currencyUSD"
+    if "utilization" in expr:
+        return "percentunit"  # a 0..1 ratio
     counted = expr.lstrip().startswith(("changes(", "max by (service) (changes("))
     if "_seconds" in expr and not counted and "increase(" not in expr:
         return "s"
