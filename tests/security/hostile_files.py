@@ -10,21 +10,18 @@ model try every way in, and checks that no canary reached the fake API.
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
-from koda.shared.home import HomeLayout
+from koda.shared.bus import Bus
+from koda.shared.home import HomeLayout, init_home
 from koda.shared.settings import KodaSettings
-from tests.fake_anthropic import FakeAnthropic
-from tests.worker.conftest import (  # noqa: F401 (fixtures the rig asks for by name)
-    Events,
-    events,
-    fake_api,
-    user_home,
-    wsettings,
-)
+from tests.fake_anthropic import API_KEY, FakeAnthropic
+from tests.worker.conftest import Events
 
 #: Fake host home files, relative to it; each gets its own canary.
 HOST_FILES = (".ssh/id_rsa", ".aws/credentials", ".claude/projects/x/session.jsonl",
@@ -66,6 +63,12 @@ def plant_all(home: HomeLayout, state: Path, host_home: Path) -> Canaries:
     return c
 
 
+#: What the write attacks write (also into data/drafts/w.txt, the control): `$((6*7))` is only
+#: expanded by a shell that ran.
+WRITE = "$((6*7))-written-by-the-agent"
+WRITTEN_MARK = "42-written-by-the-agent"
+
+
 def shell_attacks(home: Path, state: Path, host: Path) -> list[str]:
     """Shell commands a hostile agent tries: direct reads, globs that slip past a command
     filter, interpreters, symlinks and hard links made from inside the home, searches."""
@@ -85,6 +88,12 @@ def shell_attacks(home: Path, state: Path, host: Path) -> list[str]:
         "cat /proc/1/environ /proc/$PPID/environ 2>&1 | tr '\\0' '\\n'; cat /etc/shadow 2>&1 | head -3",
         f"tar cf - {host} {state} 2>/dev/null | strings | grep CANARY",
         f"node -e \"console.log(require('fs').readFileSync('{host}/.ssh/id_rsa','utf8'))\" 2>&1",
+        # Writes outside: persistence in the host home, the state folder, beside the home. The
+        # text written is WRITTEN_MARK only once the shell has run (never in the command).
+        f"w={WRITE}; echo $w > data/drafts/w.txt; echo $w >> {host}/.bashrc; "
+        f"echo $w > {host}/.ssh/authorized_keys; "
+        f"echo $w > {state}/supervisord.conf; echo $w > {home.parent}/pwned.txt; "
+        f"mkdir -p {host}/.config/autostart && echo $w > {host}/.config/autostart/x.desktop",
     ]
 
 
@@ -118,8 +127,21 @@ class Rig:
 
 
 @pytest.fixture(name="rig")
-def rig_fixture(request: pytest.FixtureRequest) -> Rig:
-    settings: KodaSettings = request.getfixturevalue("wsettings")
-    # One delivery: a slow machine must not start a second CLI on the same run.
-    return Rig(settings.model_copy(update={"worker_ack_wait": 60.0}), request.getfixturevalue("fake_api"),
-               request.getfixturevalue("events"), request.getfixturevalue("user_home"))
+async def rig_fixture(settings: KodaSettings, bus: Bus, tmp_path: Path,
+                      monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Rig]:
+    """The worker's HOME is a fake host home; settings point at the fake API on a fresh home."""
+    host_home = tmp_path / "user"
+    host_home.mkdir()
+    monkeypatch.setenv("HOME", str(host_home))
+    with FakeAnthropic() as api:
+        s = settings.model_copy(update={
+            "anthropic_base_url": api.url, "anthropic_api_key": SecretStr(API_KEY),
+            # One delivery: a slow machine must not start a second CLI on the same run.
+            "worker_ack_wait": 60.0})
+        init_home(s)
+        events = Events()
+        sub = await bus.nc.subscribe("koda.events.>", cb=events.on_msg)
+        try:
+            yield Rig(s, api, events, host_home)
+        finally:
+            await sub.unsubscribe()

@@ -9,12 +9,15 @@ still works, so a sandbox that refused everything would fail this test too.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from koda.services.worker.options import config_dir, scrub_available
 from koda.shared.bus import Bus
 from tests.fake_anthropic import API_KEY, Text, ToolUse, sequence
 from tests.security.hostile_files import (  # noqa: F401 (the rig fixture)
+    WRITTEN_MARK,
     Rig,
     file_tool_attacks,
     plant_all,
@@ -22,6 +25,13 @@ from tests.security.hostile_files import (  # noqa: F401 (the rig fixture)
     shell_attacks,
 )
 from tests.worker.conftest import publish_run, run_request, running_worker, write_tasks
+
+
+def written_outside(home: Path, marker: str) -> list[Path]:
+    """Files beside the home (its test folder: host home, state, siblings) holding `marker`."""
+    return [p for p in home.parent.rglob("*") if p.is_file() and not p.is_relative_to(home)
+            and marker.encode() in p.read_bytes()]
+
 
 needs_sandbox = pytest.mark.skipif(not scrub_available(), reason="needs bubblewrap and socat (./dev test "
                                    "installs them): the sandbox is the boundary under test")
@@ -54,6 +64,12 @@ async def test_no_canary_outside_the_home_reaches_the_model(rig: Rig, bus: Bus) 
         print("---\n", r[:700])
     assert canaries.leaked(sent) == [], "\n---\n".join(results)
     assert API_KEY not in sent
+    # Nothing outside the home was written either: every canary file is as planted, and no
+    # file beside the home holds what the agent wrote (the CLI leaves empty mount points).
+    for path, value in canaries.by_path.items():
+        assert path.read_text().endswith(value + "\n"), path
+    assert written_outside(layout.root, WRITTEN_MARK) == []
+    assert (layout.drafts / "w.txt").read_text().strip() == WRITTEN_MARK  # the same shell wrote here
     # The controls: the agent's own home still works, so the refusals above are the boundary.
     assert any("42" in r and "draft-ok" in r for r in results), results[-3:]
     assert any("You are **Koda**" in r and r.startswith("1\t") for r in results), results[-3:]
