@@ -77,3 +77,24 @@ async def test_no_canary_outside_the_home_reaches_the_model(rig: Rig, bus: Bus) 
     assert config_dir(wsettings).is_dir()
     host_claude = {p.name for p in (user_home / ".claude" / "projects").iterdir()}
     assert host_claude == {"x"}, host_claude
+
+
+async def test_links_in_the_home_never_pull_a_secret_into_the_prompt(rig: Rig, bus: Bus) -> None:
+    """The agent can swap learnings.md, goals.md or user.md for a link; the worker itself (not
+    sandboxed) reads those into the system prompt, so it must not follow them."""
+    layout, state = rig.layout, rig.settings.expanded_state()
+    canaries = plant_all(layout, state, rig.host_home)
+    for name, target in (("learnings.md", layout.env), ("goals.md", state / "console-token"),
+                         ("user.md", rig.host_home / ".ssh" / "id_rsa")):
+        (layout.root / name).unlink(missing_ok=True)
+        (layout.root / name).symlink_to(target)
+    write_tasks(rig.settings, {"id": "plain", "prompt": "Say hello."})
+    rig.api.script = sequence(Text("hello"))
+    async with running_worker(rig.settings):
+        await publish_run(bus, run_request("plain"))
+        await rig.events.wait(lambda: rig.events.finished(), timeout=120)
+    [event] = rig.events.finished()
+    assert event.data["outcome"] == "done", event
+    sent = rig.api.all_text()
+    assert canaries.leaked(sent) == []
+    assert sent.count("Koda does not follow links") >= 3
