@@ -27,7 +27,7 @@ from koda.shared.tasks import Task, TasksFile, load_tasks
 
 from .ledger import Claim, Ledger
 from .limits import Limits
-from .options import SessionSpec, build_options, config_dir, sandbox_refusal
+from .options import SessionSpec, build_options, config_dir, sandbox_problem, sandbox_refusal
 from .pipeline import Pipeline, RunOutcome
 from .prompt import read_learnings, system_prompt
 from .records import RunRecord, append_daily_log, write_record
@@ -48,6 +48,8 @@ class WorkerService(Service):
         self.layout = HomeLayout(self.settings.expanded_home())
         config_dir(self.settings).mkdir(mode=0o700, parents=True, exist_ok=True)
         self.sandbox_alerted = False
+        if self.settings.claude_sandbox:
+            await asyncio.to_thread(sandbox_problem)  # probe once, off the event loop
         self.ledger = Ledger(self.bus.kv["runs"], self.instance)
         self.limits = Limits(self.bus.kv["limits"], self.settings)
         self._tasks: tuple[float, TasksFile] | None = None
