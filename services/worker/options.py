@@ -148,7 +148,10 @@ def deny_rules(home: Path) -> list[str]:
             # Code and recipes that handle credentials: with the Bash sandbox on, these rules
             # also stop shell writes (`echo > scripts/x.py`).
             f"Edit({root}/scripts/**)", f"Edit({root}/sites.json)", f"Edit({root}/mcp-servers.json)",
-            f"Edit({root}/skills/**)"]
+            f"Edit({root}/skills/**)",
+            # Node resolves a script's require() up from scripts/ into the home: a module the
+            # agent wrote there would run with the script's secrets.
+            f"Edit({root}/node_modules/**)", f"Edit({root}/package.json)"]
 
 
 #: Top-level folders that hold the system itself (programs, libraries, configuration, devices).

@@ -9,11 +9,17 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from koda.services.actions.service import ActionsService
+from koda.services.worker.options import scrub_available
 from koda.shared.bus import Bus
 from koda.shared.messages import ActionRequest, ActionResult
 from koda.shared.settings import KodaSettings
+from tests.fake_anthropic import Text, ToolUse, sequence
 from tests.scraper.helpers import ask, make_home, serving
+from tests.security.hostile_files import Rig, rig_fixture  # noqa: F401 (the rig fixture)
+from tests.worker.conftest import publish_run, run_request, running_worker, write_tasks
 
 SECRET = "xk-isolation-secret-4be1d2"
 PLANTED = "PLANTED-CODE-RAN"
@@ -88,3 +94,25 @@ async def test_code_planted_in_the_home_never_runs_with_a_secret(settings: KodaS
     assert not (home / "data" / "stolen.txt").exists()
     assert SECRET not in "".join(r.model_dump_json() for r in results)
     assert os.stat(cwd).st_mode & 0o777 == 0o700
+
+
+@pytest.mark.skipif(not scrub_available(), reason="needs bubblewrap and socat")
+async def test_the_agent_cannot_plant_node_modules_a_script_would_require(rig: Rig, bus: Bus) -> None:
+    """Node resolves a script's require() from scripts/ up into the home, whatever HOME is, so
+    the home's node_modules/ and package.json are read-only to the agent (file tools and shell)."""
+    home = rig.layout.root
+    evil = "module.exports = () => process.env"
+    write_tasks(rig.settings, {"id": "npm", "prompt": "Install a helper."})
+    rig.api.script = sequence(
+        ToolUse.one("Write", file_path=str(home / "node_modules" / "leftpad" / "index.js"), content=evil),
+        ToolUse.one("Write", file_path=str(home / "package.json"), content='{"imports": {"#x": "./x.js"}}'),
+        ToolUse.one("Bash", description="install",
+                    command=f"mkdir -p node_modules/x && echo '{evil}' > node_modules/x/index.js; "
+                    "echo '{}' > package.json"),
+        Text("done"))
+    async with running_worker(rig.settings):
+        await publish_run(bus, run_request("npm"))
+        await rig.events.wait(lambda: rig.events.finished(), timeout=120)
+    planted = [p for p in (home / "node_modules").rglob("*") if p.is_file() and p.stat().st_size]
+    assert planted == []
+    assert not (home / "package.json").exists() or (home / "package.json").read_text() == ""
