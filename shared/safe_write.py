@@ -10,7 +10,8 @@ writes into the home on the agent's behalf goes through this module instead:
 - the file is written to a fresh temporary name created with `O_EXCL | O_NOFOLLOW` in that
   folder and renamed over the target within the same folder (`os.replace` with folder fds),
   so a reader never sees half a file and a link at the target is refused, not followed;
-- appends open the target with `O_APPEND | O_NOFOLLOW`, and refuse anything but a regular file.
+- appends open the target with `O_APPEND | O_NOFOLLOW`, and refuse anything but a regular file
+  with one link (a hard link would carry the append to the file it shares).
 
 A refusal raises `UnsafePath`, which names the path and the reason.
 """
@@ -141,8 +142,11 @@ def append_text(root: Path, relative: str | PurePosixPath, text: str, *, mode: i
         except OSError as exc:
             raise _refusal(path, exc) from exc
         with os.fdopen(out, "a", encoding="utf-8") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
                 raise UnsafePath(path, "it is not a regular file")
+            if st.st_nlink > 1:  # a hard link to a file elsewhere: appending would change it
+                raise UnsafePath(path, "it has other hard links")
             f.write(text)
     return path
 

@@ -142,6 +142,11 @@ def test_the_primitive_refuses_escapes_and_odd_files(tmp_path: Path) -> None:
     os.mkfifo(root / "pipe")
     with pytest.raises(UnsafePath, match="not a regular file"):
         append_text(root, "pipe", "x")
+    (root / "kept.py").write_text("original\n")
+    os.link(root / "kept.py", root / "learnings.md")
+    with pytest.raises(UnsafePath, match="other hard links"):
+        append_text(root, "learnings.md", "x")
+    assert (root / "kept.py").read_text() == "original\n"
     (root / "dir").mkdir()
     with pytest.raises(UnsafePath, match="not a regular file"):
         write_file(root, "dir", "x")
