@@ -158,7 +158,8 @@ def read_bytes(root: Path, relative: str | PurePosixPath) -> bytes | None:
     try:
         with open_folder(root, folder, create=False) as fd:
             try:
-                src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                # O_NONBLOCK: a fifo planted there cannot hang the reader (refused below).
+                src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=fd)
             except OSError as exc:
                 if exc.errno == errno.ENOENT:
                     return None
@@ -183,7 +184,7 @@ def set_mode(root: Path, relative: str | PurePosixPath, mode: int) -> None:
     with open_folder(root, folder, create=False) as fd:
         _check_target(name, fd, root / str(relative))
         try:
-            f = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            f = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=fd)
         except OSError as exc:
             raise _refusal(root / str(relative), exc) from exc
         try:

@@ -17,7 +17,7 @@ from koda.services.worker.records import RunRecord, append_daily_log, write_reco
 from koda.services.worker.tools import KodaTools
 from koda.shared.bus import Bus
 from koda.shared.home import HomeLayout, init_home
-from koda.shared.safe_write import UnsafePath, append_text, write_file
+from koda.shared.safe_write import UnsafePath, append_text, read_bytes, write_file
 from koda.shared.secrets import Redactor
 from koda.shared.settings import KodaSettings
 from koda.shared.tasks import Task
@@ -142,6 +142,8 @@ def test_the_primitive_refuses_escapes_and_odd_files(tmp_path: Path) -> None:
     os.mkfifo(root / "pipe")
     with pytest.raises(UnsafePath, match="not a regular file"):
         append_text(root, "pipe", "x")
+    with pytest.raises(UnsafePath, match="not a regular file"):
+        read_bytes(root, "pipe")  # refused at once, not blocked on the fifo
     (root / "kept.py").write_text("original\n")
     os.link(root / "kept.py", root / "learnings.md")
     with pytest.raises(UnsafePath, match="other hard links"):
