@@ -24,9 +24,15 @@ def _settings(args: argparse.Namespace) -> KodaSettings:
 
 def cmd_init(args: argparse.Namespace) -> int:
     from koda.shared.home import init_home
+    from koda.shared.safe_write import UnsafePath
 
     settings = _settings(args)
-    report = init_home(settings)
+    try:
+        report = init_home(settings)
+    except UnsafePath as exc:
+        # A link in the home (the agent can make them) is never written through.
+        print(f"koda init: {exc}; remove the link and run koda init again", file=sys.stderr)
+        return 1
     home = settings.expanded_home()
     print(f"agent home: {home}")
     for label, items in (("created", report.created), ("updated", report.updated),

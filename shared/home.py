@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .safe_write import make_folder, read_bytes, set_mode, write_file
 from .settings import KodaSettings
 
 MANIFEST = ".koda-init.json"
@@ -129,44 +129,47 @@ def template_files(settings: KodaSettings) -> dict[str, Path]:
 
 
 def init_home(settings: KodaSettings) -> InitReport:
-    """Create or update the agent home from the template; see the module docstring."""
+    """Create or update the agent home from the template; see the module docstring.
+
+    The agent can write in its home, so every write here goes through `safe_write`: a link it
+    planted (at a file or at any folder on the way) is refused with `UnsafePath`, never followed.
+    """
     home = settings.expanded_home()
-    layout = HomeLayout(home)
     home.mkdir(parents=True, exist_ok=True)
-    manifest_path = home / MANIFEST
     try:
-        installed: dict[str, str] = json.loads(manifest_path.read_text())
-    except (OSError, ValueError):
+        installed: dict[str, str] = json.loads(read_bytes(home, MANIFEST) or b"{}")
+    except ValueError:
         installed = {}
     report = InitReport()
     for rel, source in template_files(settings).items():
-        target = home / rel
         new_hash = _sha(source)
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
+        current_bytes = read_bytes(home, rel)
+        if current_bytes is None:
+            _install(home, rel, source)
             report.created.append(rel)
         else:
-            current = _sha(target)
+            current = hashlib.sha256(current_bytes).hexdigest()
             if current == new_hash:
                 report.unchanged.append(rel)
             elif installed.get(rel) == current:
-                shutil.copy2(source, target)  # untouched since we installed it: safe to update
+                _install(home, rel, source)  # untouched since we installed it: safe to update
                 report.updated.append(rel)
             else:
                 report.kept_user_changes.append(rel)
                 continue  # keep recording the hash we installed, not the user's
         installed[rel] = new_hash
     for name in DATA_DIRS:
-        (layout.data / name).mkdir(parents=True, exist_ok=True)
-    layout.scripts.mkdir(exist_ok=True)
-    os.chmod(layout.cookies, 0o700)
-    if not layout.env.exists():
-        example = home / ".env.example"
-        layout.env.write_text(example.read_text() if example.exists() else "")
+        make_folder(home, f"data/{name}", mode=0o700 if name == "cookies" else 0o755)
+    make_folder(home, "scripts")
+    if read_bytes(home, ".env") is None:
+        example = read_bytes(home, ".env.example")
+        write_file(home, ".env", example or b"", mode=0o600)
         report.created.append(".env")
-    os.chmod(layout.env, 0o600)
-    tmp = manifest_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(installed, indent=1, sort_keys=True))
-    tmp.replace(manifest_path)
+    set_mode(home, ".env", 0o600)
+    write_file(home, MANIFEST, json.dumps(installed, indent=1, sort_keys=True))
     return report
+
+
+def _install(home: Path, rel: str, source: Path) -> None:
+    """Copy a template file into the home with its mode (scripts stay executable)."""
+    write_file(home, rel, source.read_bytes(), mode=stat.S_IMODE(source.stat().st_mode))

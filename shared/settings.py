@@ -5,9 +5,11 @@ Services receive a `KodaSettings` instance; nothing reads the environment behind
 
 from __future__ import annotations
 
+import math
+import string
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Service names, in start order; each has a folder under services/ and a port offset.
@@ -15,6 +17,22 @@ SERVICES: tuple[str, ...] = ("scheduler", "worker", "actions", "scraper", "gatew
 
 #: Where this checkout lives (the template home and built-in skills sit beside the package).
 SOURCE_DIR = Path(__file__).resolve().parent.parent
+
+
+#: The least guessing resistance a chosen console token may have outside development.
+MIN_TOKEN_BITS = 128
+
+
+def token_bits(token: str) -> float:
+    """A generous estimate of a token's entropy: length times log2 of the alphabet its character
+    classes span (a random token over that alphabet has exactly this much)."""
+    alphabet = sum(size for chars, size in ((string.ascii_lowercase, 26), (string.ascii_uppercase, 26),
+                                            (string.digits, 10)) if any(c in chars for c in token))
+    if any(not c.isalnum() for c in token):
+        alphabet += 32
+    # A token of few distinct characters (`aaaa...`, `abab...`) is not random over its alphabet.
+    alphabet = min(alphabet, len(set(token)) ** 2) if len(set(token)) < 16 else alphabet
+    return len(token) * math.log2(max(alphabet, 2))
 
 
 class KodaSettings(BaseSettings):
@@ -140,6 +158,17 @@ class KodaSettings(BaseSettings):
         if bad:
             raise ValueError(f"Discord user ids are numbers, comma-separated; got {bad}")
         return value
+
+    @model_validator(mode="after")
+    def _strong_console_token(self) -> KodaSettings:
+        """A chosen console token must resist guessing: 128 bits outside development."""
+        token = self.console_token.get_secret_value() if self.console_token else ""
+        if token and self.env != "development" and token_bits(token) < MIN_TOKEN_BITS:
+            raise ValueError(
+                f"KODA_CONSOLE_TOKEN holds about {token_bits(token):.0f} bits; at least {MIN_TOKEN_BITS} are "
+                "needed outside development. Generate one with: python3 -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))', or unset it to have the gateway generate one")
+        return self
 
     def approver_ids(self) -> set[int]:
         """The Discord user ids on the approver allowlist."""

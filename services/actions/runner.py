@@ -4,6 +4,12 @@ The script's process gets a fixed minimal environment (PATH, LANG, HOME, a few K
 the `.env` entries its manifest entry names, read from the file at run time. Nothing else from the
 actions service's own environment reaches it, and the service never loads `.env` into its own
 environment, so no other script (nor anything reading /proc/<pid>/environ) can see those values.
+
+Nothing the agent can write runs with those secrets: HOME and the working folder are a private
+folder in the state folder (not the agent home, where it could plant `.local/lib/python*/site-
+packages/usercustomize.py`, a `.pth`, `.npmrc` or `.node_modules`); Python runs isolated (`-I`
+when the command names the interpreter, and PYTHONNOUSERSITE/PYTHONSAFEPATH for a script started
+by its shebang); no PYTHON*/NODE_* variable is passed.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -36,6 +43,7 @@ KNOWN_AUTH_ERRORS = (
 #: Kept of each stream: results travel in 1 MiB messages; the tail is what says what went wrong.
 MAX_STREAM_CHARS = 64_000
 _PATH = "/usr/local/bin:/usr/bin:/bin"
+_PYTHON = re.compile(r"^python(\d+(\.\d+)?)?$")
 
 
 class MissingSecret(KodaError):
@@ -70,21 +78,34 @@ class ScriptRun:
         return any(p.lower() in text for p in (*KNOWN_AUTH_ERRORS, *extra_patterns))
 
 
+def script_home(state_dir: Path, spec: ScriptSpec) -> Path:
+    """The script's private HOME and working folder, outside the agent's reach (created 0700)."""
+    home = state_dir / "script-homes" / spec.name
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return home
+
+
 def script_environment(spec: ScriptSpec, layout: HomeLayout, env_file: dict[str, str],
-                       extra: dict[str, str]) -> dict[str, str]:
+                       extra: dict[str, str], private_home: Path) -> dict[str, str]:
     """The whole environment of the script's process: fixed values, its own secrets, `extra`."""
     env = {
         "PATH": _PATH,
         "LANG": "C.UTF-8",
-        "HOME": str(layout.root),
+        "HOME": str(private_home),
         "KODA_HOME": str(layout.root),
         "KODA_DATA": str(layout.data),
         "PYTHONUNBUFFERED": "1",
+        # A script started by its shebang cannot be given -I: the same isolation by variable.
+        "PYTHONNOUSERSITE": "1",
+        "PYTHONSAFEPATH": "1",
     }
     if spec.site:
         env["KODA_SITE"] = spec.site
         env["KODA_COOKIES"] = str(layout.cookies / f"{spec.site}.json")
     env.update(extra)
+    for name in extra:
+        if name.startswith(("PYTHON", "NODE_", "LD_")) and name not in env:
+            raise ValueError(f"{name} may not be passed to a script")
     for name in spec.secrets:
         if not env_file.get(name):  # the template's `NAME=` placeholders count as unset
             raise MissingSecret(spec.name, name)
@@ -93,11 +114,17 @@ def script_environment(spec: ScriptSpec, layout: HomeLayout, env_file: dict[str,
 
 
 def resolve_command(spec: ScriptSpec, layout: HomeLayout) -> list[str]:
-    """argv with a relative program path (`./x.sh`, `bin/x`) made absolute inside scripts/."""
-    program = spec.command[0]
+    """argv for running outside scripts/: a relative program path (`./x.sh`, `bin/x`) and any
+    argument naming a file in scripts/ (`python3 post.py`) made absolute, and `-I` after a
+    Python interpreter (no user site, no PYTHON* variables, no script folder on sys.path)."""
+    program, *rest = spec.command
     if "/" in program and not Path(program).is_absolute():
         program = str((layout.scripts / program).resolve())
-    return [program, *spec.command[1:]]
+    args = [str(layout.scripts / a) if not a.startswith("-") and not Path(a).is_absolute()
+            and ".." not in Path(a).parts and (layout.scripts / a).is_file() else a for a in rest]
+    if _PYTHON.match(Path(program).name):
+        args = ["-I", *args]
+    return [program, *args]
 
 
 async def run_script(
@@ -115,9 +142,11 @@ async def run_script(
     started too. `progress` is called while it runs (to keep a JetStream delivery alive).
     """
     started = time.monotonic()
+    # A folder the agent cannot write: nothing it planted is picked up from the working folder.
+    workdir = Path(env["HOME"])
     proc = await asyncio.create_subprocess_exec(
         *resolve_command(spec, layout),
-        cwd=layout.scripts,
+        cwd=workdir,
         env=env,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,

@@ -29,7 +29,7 @@ from koda.shared.service import Service
 
 from .manifest import Refused, check_approval, load_manifest, needs_approval, script_for
 from .results import Claim, ResultStore
-from .runner import MissingSecret, ScriptRun, run_script, script_environment
+from .runner import MissingSecret, ScriptRun, run_script, script_environment, script_home
 
 log = logging.getLogger(__name__)
 CONCURRENCY = 4
@@ -118,7 +118,8 @@ class ActionsService(Service):
         if request.run_id:
             extra["KODA_RUN_ID"] = request.run_id
         try:
-            env = script_environment(spec, self.layout, env_file, extra)
+            env = script_environment(spec, self.layout, env_file, extra,
+                                     script_home(self.settings.expanded_state(), spec))
         except MissingSecret as exc:
             return Executed(self._result(request, ok=False, error=str(exc)), "missing_secret")
         run = await run_script(spec, self.layout, env, request.args, progress=delivery.progress)

@@ -4,15 +4,21 @@ The session cookie is `<nonce>.<hmac(token, nonce)>`, HttpOnly and SameSite=Stri
 CSRF field is another HMAC of the same nonce, so both survive a gateway restart and change
 when the token does. A state-changing request must carry the CSRF field and, when the browser
 sends one, an Origin of the console itself. Scripts may instead send `Authorization: Bearer`.
+
+Every wrong credential (a login form token, a Bearer token, a forged session cookie) is answered
+late by `GuessLimiter`: per client and overall, so neither many parallel requests nor many
+clients speed a guesser up, while a right token is never delayed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
 import os
 import secrets
+import time
 from pathlib import Path
 
 from koda.shared.settings import KodaSettings
@@ -83,3 +89,35 @@ def same_origin(origin: str | None, host: str | None) -> bool:
     if not host:
         return False
     return origin in (f"http://{host}", f"https://{host}")
+
+
+class GuessLimiter:
+    """Spaces out the answers to wrong credentials.
+
+    Each wrong answer takes the next free slot of its client (one per `per_client` seconds) and
+    of everyone (one per `overall` seconds) and waits for the later one. Requests sent in
+    parallel queue up instead of being answered together, so a client gets at most one wrong
+    answer per `per_client` seconds and all clients together one per `overall` seconds. Slots
+    in the past are forgotten, so a person who mistyped once waits for nothing.
+    """
+
+    def __init__(self, per_client: float = 0.5, overall: float = 0.1, max_wait: float = 120.0) -> None:
+        self.per_client, self.overall, self.max_wait = per_client, overall, max_wait
+        self._client_next: dict[str, float] = {}
+        self._overall_next = 0.0
+
+    def _slot(self, client: str) -> float:
+        now = time.monotonic()
+        if len(self._client_next) > 10_000:  # forget clients whose slots have passed
+            self._client_next = {c: t for c, t in self._client_next.items() if t > now}
+        at = max(now, self._client_next.get(client, 0.0), self._overall_next)
+        self._client_next[client] = max(at, self._client_next.get(client, 0.0)) + self.per_client
+        self._overall_next = max(at, self._overall_next) + self.overall
+        return min(at - now, self.max_wait)
+
+    async def wrong(self, client: str | None) -> None:
+        """Wait until this wrong credential may be answered."""
+        wait = self._slot(client or "?")
+        log.warning("console credential refused", extra={"client": client, "delay_s": round(wait, 2)})
+        if wait > 0:
+            await asyncio.sleep(wait)

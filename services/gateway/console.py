@@ -12,7 +12,6 @@ rendered.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -29,7 +28,7 @@ from koda.shared.bus import Bus
 from koda.shared.errors import KodaError
 
 from . import controls, pages, status
-from .auth import COOKIE, ConsoleAuth, same_origin
+from .auth import COOKIE, ConsoleAuth, GuessLimiter, same_origin
 from .context import GatewayContext
 from .events import recent_events
 
@@ -52,8 +51,16 @@ class Refused(KodaError):
         self.status_code, self.reason = status_code, reason
 
 
-def build_app(ctx: GatewayContext, auth: ConsoleAuth) -> Starlette:
+def build_app(ctx: GatewayContext, auth: ConsoleAuth, guesses: GuessLimiter | None = None) -> Starlette:
     routes: list[Route] = []
+    limiter = guesses or GuessLimiter()
+
+    def client(request: Request) -> str | None:
+        return request.client.host if request.client else None
+
+    def wrong_credential(request: Request) -> bool:
+        """A refused request that carried a credential: a guess, answered late."""
+        return bool(request.headers.get("authorization") or request.cookies.get(COOKIE))
 
     def route(path: str, method: str = "GET") -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
@@ -90,6 +97,8 @@ def build_app(ctx: GatewayContext, auth: ConsoleAuth) -> Starlette:
     async def refused(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Refused)
         if exc.status_code == 401:
+            if wrong_credential(request):
+                await limiter.wrong(client(request))
             body = pages.login(pages.Html(ctx.redact, None), exc.reason)
             return HTMLResponse(body, status_code=401, headers=HEADERS)
         return PlainTextResponse(exc.reason, status_code=exc.status_code, headers=HEADERS)
@@ -115,9 +124,7 @@ def build_app(ctx: GatewayContext, auth: ConsoleAuth) -> Starlette:
         form = await request.form()
         token = form.get("token")
         if not auth.token_ok(token if isinstance(token, str) else None):
-            log.warning("console login refused", extra={"client": request.client.host
-                                                        if request.client else None})
-            await asyncio.sleep(0.5)  # a guesser gets two tries a second, not thousands
+            await limiter.wrong(client(request))
             return html(pages.login(pages.Html(ctx.redact, None), "wrong token"), 401)
         response = RedirectResponse("/", status_code=303, headers=HEADERS)
         response.set_cookie(COOKIE, auth.new_session(), httponly=True, samesite="strict",

@@ -2,15 +2,17 @@
 
 The file is written to a temporary file created 0600 and renamed over the old one, so a reader
 never sees half a jar and the cookies are never readable by another user, not even for a moment.
+The write never follows a link (`safe_write`), wherever below the home one was planted.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
+
+from koda.shared.safe_write import make_folder, write_file
 
 
 class CookieJar:
@@ -18,6 +20,8 @@ class CookieJar:
 
     def __init__(self, directory: Path, site: str) -> None:
         self.path = directory / f"{site}.json"
+        # Links are refused from the home down: the jar folder is data/cookies of a home.
+        self.root = directory.parent.parent if directory.parts[-2:] == ("data", "cookies") else directory
 
     def exists(self) -> bool:
         return self.path.is_file()
@@ -31,16 +35,11 @@ class CookieJar:
         return state if isinstance(state, dict) else None
 
     def save(self, state: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.path.parent, 0o700)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)  # in case the file existed with a wider mode
-        tmp.replace(self.path)
+        rel = self.path.relative_to(self.root).as_posix()
+        folder = self.path.parent.relative_to(self.root).as_posix()
+        if folder != ".":
+            make_folder(self.root, folder, mode=0o700)
+        write_file(self.root, rel, json.dumps(state), mode=0o600, folder_mode=0o700)
 
     def age_seconds(self) -> float:
         """Seconds since the jar was last saved; NaN when there is none."""

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from koda.shared.messages import ScrapeRequest
+from koda.shared.safe_write import write_file
 from koda.shared.sites import Site
 
 from .login import open_page
@@ -56,7 +57,9 @@ async def read_page(context: Any, site_name: str, site: Site, request: ScrapeReq
     shot = None
     if request.screenshot:
         shot = screenshot_path(screenshots, site_name, request.job_id)
-        shot.parent.mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(shot), full_page=True)
+        # data/screenshots is in the agent's reach: written without following links. The
+        # folder is data/screenshots of a home.
+        home = screenshots.parent.parent
+        write_file(home, shot.relative_to(home).as_posix(), await page.screenshot(full_page=True))
     return PageData(wall=False, url=visit.url, text=text[:MAX_TEXT_CHARS],
                     extracted=extracted, screenshot=shot)

@@ -28,7 +28,7 @@ WRITE_TOOLS = {"Write", "Edit", "MultiEdit", "NotebookEdit"}
 #: Home paths the agent may read but never change: a prompt-injected agent that could edit a
 #: script or a login recipe could route a secret past every other guard.
 READ_ONLY = ("scripts", "sites.json", "mcp-servers.json", "soul.md", "tasks.json", "skills",
-             ".koda-init.json")
+             ".koda-init.json", "node_modules", "package.json")
 PATH_KEYS = ("file_path", "path", "notebook_path")
 #: Names a shell command may not mention: credentials and other processes' environments.
 _BASH_FORBIDDEN = re.compile(r"\.env\b|cookies|/proc/[^ ]*environ|\.claude|\.credentials")

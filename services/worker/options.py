@@ -53,23 +53,47 @@ def connection(settings: KodaSettings, layout: HomeLayout) -> dict[str, str]:
     return out
 
 
+#: What the bundled CLI passes bubblewrap for every sandboxed command (Claude Code 2.1.x): new
+#: user, pid and network namespaces, a fresh /proc and /dev, all capabilities dropped. A probe
+#: with fewer flags (`bwrap --ro-bind / / true`) passes where these fail, e.g. under Docker's
+#: default seccomp profile, which refuses the user namespace.
+BWRAP_PROBE = ("--new-session", "--die-with-parent", "--unshare-net", "--ro-bind", "/", "/",
+               "--dev", "/dev", "--unshare-pid", "--unshare-user", "--cap-drop", "ALL",
+               "--proc", "/proc", "--", "true")
+
+
 @functools.cache
+def sandbox_problem() -> str | None:
+    """Why the CLI's sandbox cannot run here, or None when it can (probed once per process)."""
+    bwrap, socat = shutil.which("bwrap"), shutil.which("socat")
+    if not bwrap or not socat:
+        return (f"{'bubblewrap' if not bwrap else 'socat'} is not installed, so the agent's sandbox "
+                "cannot run: apt-get install bubblewrap socat, or set KODA_CLAUDE_SANDBOX=false to run "
+                "the agent unsandboxed (its shell can then read every file this user can)")
+    try:
+        probe = subprocess.run([bwrap, *BWRAP_PROBE], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bubblewrap could not be started ({exc})"
+    if probe.returncode != 0:
+        said = probe.stderr.decode("utf-8", "replace").strip()[:300]
+        return (f"bubblewrap cannot create the sandbox's namespaces here ({said or probe.returncode}). "
+                "In a container, run the worker with the seccomp profile shipped in deploy/ "
+                "(compose.yaml does) or set KODA_CLAUDE_SANDBOX=false to run the agent unsandboxed")
+    return None
+
+
 def scrub_available() -> bool:
-    """The CLI's subprocess scrub runs tools under bubblewrap; without it the CLI will not start."""
-    bwrap = shutil.which("bwrap")
-    if bwrap and shutil.which("socat"):
-        # Installed is not enough: a container without user namespaces cannot run it.
-        try:
-            probe = subprocess.run([bwrap, "--ro-bind", "/", "/", "true"], capture_output=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            probe = None
-        if probe is not None and probe.returncode == 0:
-            return True
-    log.warning("bubblewrap or socat is missing or cannot run here: the CLI's subprocess env "
-                "scrub and sandbox are off, so Bash can see the Claude credential (never a "
-                "third-party one) and .env is guarded by the hook alone. apt-get install "
-                "bubblewrap socat")
-    return False
+    """The CLI's sandbox (and its subprocess credential scrub) can run on this machine."""
+    return sandbox_problem() is None
+
+
+def sandbox_refusal(settings: KodaSettings) -> str | None:
+    """Why an agent run must be refused: the sandbox is wanted (the default) but cannot run.
+    An operator who really wants the agent unsandboxed says so with KODA_CLAUDE_SANDBOX=false."""
+    if not settings.claude_sandbox:
+        return None
+    problem = sandbox_problem()
+    return None if problem is None else f"agent runs are refused: {problem}"
 
 
 def cli_env(settings: KodaSettings, layout: HomeLayout,
@@ -88,8 +112,9 @@ def cli_env(settings: KodaSettings, layout: HomeLayout,
         "CLAUDE_CODE_MAX_RETRIES": str(settings.claude_max_retries),
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         # The CLI strips its own credentials from the shells and tools it starts (needs bwrap).
-        "CLAUDE_CODE_SUBPROCESS_ENV_SCRUB": "1" if settings.claude_sandbox and scrub_available() else "0",
+        "CLAUDE_CODE_SUBPROCESS_ENV_SCRUB": "1" if settings.claude_sandbox else "0",
         "DISABLE_AUTOUPDATER": "1",
+        "CLAUDE_CONFIG_DIR": str(config_dir(settings)),
     })
     return env
 
@@ -123,7 +148,101 @@ def deny_rules(home: Path) -> list[str]:
             # Code and recipes that handle credentials: with the Bash sandbox on, these rules
             # also stop shell writes (`echo > scripts/x.py`).
             f"Edit({root}/scripts/**)", f"Edit({root}/sites.json)", f"Edit({root}/mcp-servers.json)",
-            f"Edit({root}/skills/**)"]
+            f"Edit({root}/skills/**)",
+            # Node resolves a script's require() up from scripts/ into the home: a module the
+            # agent wrote there would run with the script's secrets.
+            f"Edit({root}/node_modules/**)", f"Edit({root}/package.json)"]
+
+
+#: Top-level folders that hold the system itself (programs, libraries, configuration, devices).
+#: Everything else (home folders, /tmp, /var, /opt, /srv, mounts, the checkout, the state
+#: folder) is unreadable to the agent's shell, except the way down to its home.
+SYSTEM_ROOTS = frozenset({"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "dev", "proc",
+                          "sys"})
+#: Inside the system folders, what only root should read (the worker may run as root).
+SYSTEM_SECRETS = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/sudoers",
+                  "/etc/sudoers.d", "/etc/ssh", "/etc/ssl/private", "/etc/security/opasswd")
+
+
+def config_dir(settings: KodaSettings) -> Path:
+    """`CLAUDE_CONFIG_DIR`: the CLI's own folder (settings, transcripts, shell snapshots) in the
+    state folder, so the host user's `~/.claude` is never read, written or shown to the agent."""
+    return settings.expanded_state() / "claude"
+
+
+def cli_tmp() -> Path:
+    """The temporary folder the CLI gives sandboxed commands (its TMPDIR)."""
+    return Path("/tmp") / f"claude-{os.getuid()}"
+
+
+def _children(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except OSError:
+        return []
+
+
+def denied_around(keep: list[Path], root: Path = Path("/")) -> tuple[list[str], list[str]]:
+    """Deny by default: (read denies, write denies) for everything but the system folders and
+    the paths in `keep`, walking down from `/` and denying every sibling on the way.
+
+    Each top-level folder is denied together with its children: the CLI (2.1.x) binds some
+    top-level folders back in whole (/home, /root, /tmp, /var, /opt, /run, /mnt) after its
+    denies, so only a deny one level below them holds. A top-level folder that leads to no kept
+    path is also write-denied, so nothing the agent writes lands in /root or /var.
+    """
+    keep = [k.resolve() for k in keep]
+    on_path = {a for k in keep for a in (k, *k.parents)}
+    read: list[str] = []
+    write: list[str] = []
+
+    def visit(folder: Path) -> None:
+        for child in _children(folder):
+            if child in keep or (folder == root and child.name in SYSTEM_ROOTS):
+                continue
+            if child in on_path:
+                visit(child)
+                continue
+            read.append(str(child))
+            if folder == root and child.is_dir() and not child.is_symlink():
+                read.extend(str(c) for c in _children(child))
+                write.append(str(child))
+
+    visit(root)
+    return read, write
+
+
+def filesystem_settings(settings: KodaSettings, layout: HomeLayout) -> dict[str, Any]:
+    """The CLI settings that bound what the agent can read and write, deny by default.
+
+    Two layers, both enforced by the CLI whatever the model asks: `permissions` bind its file
+    tools (Read, Grep, Glob refuse anything outside the home; the deny rules keep credentials
+    unreadable and identity/scripts uneditable), and `sandbox.filesystem` binds every Bash
+    command at the OS level (bubblewrap mounts), so no spelling of a path (`~/.[c]laude`,
+    `python -c open(...)`, a symlink, a hard link) reaches what is denied. The guard hook is a
+    third layer. The folder listing is taken when a session starts.
+    """
+    home, state = layout.root, settings.expanded_state()
+    deny_read, deny_write = denied_around([home, cli_tmp()])
+    # Named even when they sit inside an allowed region (a home under the state folder, or
+    # the other way round): an allowRead never re-opens a denyRead entry below it.
+    deny_read += [str(state), str(layout.env), f"{home}/.env.*", str(layout.cookies),
+                  *(p for p in SYSTEM_SECRETS if Path(p).exists())]
+    host_home = Path.home().resolve()
+    if host_home not in (home, *home.parents):  # e.g. HOME=/root with the home in /srv/koda
+        deny_read.append(str(host_home))
+    # The CLI's shell snapshot, which every sandboxed command sources, lives in its config folder.
+    allow_read = [str(config_dir(settings) / "shell-snapshots")]
+    return {
+        "permissions": {
+            "deny": deny_rules(home),
+            # File tools: no reads outside the working directory (the home), in any mode.
+            "blockReadsOutsideWorkingDirectories": True,
+        },
+        "sandbox": {"filesystem": {
+            "denyRead": sorted(set(deny_read)), "allowRead": allow_read,
+            "denyWrite": sorted({*deny_write, str(state), str(layout.env), str(layout.cookies)})}},
+    }
 
 
 @dataclass
@@ -158,7 +277,12 @@ def build_options(settings: KodaSettings, layout: HomeLayout, spec: SessionSpec,
         return PermissionResultAllow()
 
     servers: dict[str, Any] = {**mcp_servers(layout), "koda": koda_server}
-    sandboxed = settings.claude_sandbox and scrub_available()
+    files = filesystem_settings(settings, layout)
+    # The caller has refused the run when the sandbox is wanted but cannot run (SandboxUnavailable);
+    # only an explicit KODA_CLAUDE_SANDBOX=false gets here without it.
+    # `filesystem` is a CLI setting the SDK's SandboxSettings type does not list yet.
+    sandbox: Any = {"enabled": True, "failIfUnavailable": True, "autoAllowBashIfSandboxed": True,
+               "allowUnsandboxedCommands": False, **files["sandbox"]} if settings.claude_sandbox else None
     return ClaudeAgentOptions(
         system_prompt={"type": "preset", "preset": "claude_code", "append": spec.system_append},
         setting_sources=[],
@@ -173,9 +297,8 @@ def build_options(settings: KodaSettings, layout: HomeLayout, spec: SessionSpec,
         can_use_tool=allow,
         # Permission rules the CLI enforces itself; with the sandbox on, Read denies also bind
         # every Bash command at the OS level (bubblewrap), whatever the command's spelling.
-        settings=json.dumps({"permissions": {"deny": deny_rules(home)}}),
-        sandbox={"enabled": True, "autoAllowBashIfSandboxed": True,
-                 "allowUnsandboxedCommands": False} if sandboxed else None,
+        settings=json.dumps({"permissions": files["permissions"]}),
+        sandbox=sandbox,
         resume=spec.resume,
         stderr=stderr,
     )

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from koda.shared.messages import RunRequest
+from koda.shared.safe_write import UnsafePath, write_file
 from koda.shared.tasks import Task
 
 from .ledger import Claim, Ledger
@@ -117,9 +118,13 @@ class Pipeline:
                 return out
             if step.artifact:
                 path = self.drafts / step.artifact
-                if not path.exists():  # the agent did not save it itself: keep its final answer
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_text(result.text, encoding="utf-8")
+                if not path.exists() and not path.is_symlink():
+                    # The agent did not save it itself: keep its final answer (never via a link).
+                    home = self.drafts.parent.parent.parent
+                    try:
+                        write_file(home, path.relative_to(home).as_posix(), result.text)
+                    except UnsafePath as exc:
+                        out.error = str(exc)
                 prior.append((step.id, path))
             await self.ledger.update(self.claim, steps_done=[*self.claim.entry.steps_done, step.id],
                                      step=index + 1, continuations=0)

@@ -6,13 +6,13 @@ so a run finished again after a crash between the two still appears exactly once
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 from koda.shared.home import HomeLayout
+from koda.shared.safe_write import append_text, read_bytes, write_file
 
 
 class StepRecord(BaseModel):
@@ -51,12 +51,8 @@ def record_path(layout: HomeLayout, run_id: str) -> Path:
 
 def write_record(layout: HomeLayout, record: RunRecord) -> Path:
     """Write the run record atomically (a reader never sees half a file)."""
-    path = record_path(layout, record.run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(record.model_dump_json(indent=1), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    rel = record_path(layout, record.run_id).relative_to(layout.root).as_posix()
+    return write_file(layout.root, rel, record.model_dump_json(indent=1))
 
 
 def daily_log_line(record: RunRecord) -> str:
@@ -70,13 +66,9 @@ def daily_log_line(record: RunRecord) -> str:
 def append_daily_log(layout: HomeLayout, record: RunRecord) -> Path:
     """Add the run's line to `data/daily-logs/<date>.md` unless it is already there."""
     path = layout.daily_logs / f"{record.finished_at:%Y-%m-%d}.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    marker = f"`{record.run_id}`"
-    if path.exists() and marker in path.read_text(encoding="utf-8"):
+    rel = path.relative_to(layout.root).as_posix()
+    current = read_bytes(layout.root, rel)
+    if current is not None and f"`{record.run_id}`".encode() in current:
         return path
-    new = not path.exists()
-    with path.open("a", encoding="utf-8") as f:
-        if new:
-            f.write(f"# {record.finished_at:%Y-%m-%d}\n\n")
-        f.write(daily_log_line(record))
-    return path
+    head = f"# {record.finished_at:%Y-%m-%d}\n\n" if current is None else ""
+    return append_text(layout.root, rel, head + daily_log_line(record))

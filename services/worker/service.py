@@ -27,7 +27,7 @@ from koda.shared.tasks import Task, TasksFile, load_tasks
 
 from .ledger import Claim, Ledger
 from .limits import Limits
-from .options import SessionSpec, build_options
+from .options import SessionSpec, build_options, config_dir, sandbox_problem, sandbox_refusal
 from .pipeline import Pipeline, RunOutcome
 from .prompt import read_learnings, system_prompt
 from .quota import Quota
@@ -47,6 +47,10 @@ class WorkerService(Service):
 
     async def setup(self) -> None:
         self.layout = HomeLayout(self.settings.expanded_home())
+        config_dir(self.settings).mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.sandbox_alerted = False
+        if self.settings.claude_sandbox:
+            await asyncio.to_thread(sandbox_problem)  # probe once, off the event loop
         self.ledger = Ledger(self.bus.kv["runs"], self.instance)
         self.limits = Limits(self.bus.kv["limits"], self.settings)
         self._tasks: tuple[float, TasksFile] | None = None
@@ -134,6 +138,9 @@ class WorkerService(Service):
         if refusal is not None:
             return await self._finish(claim, base, "refused", started, error=refusal.message,
                                       request=request, limit=refusal.limit)
+        if not task.script and (why := sandbox_refusal(self.settings)) is not None:
+            await self._sandbox_alert(why)
+            return await self._finish(claim, base, "failed", started, error=why, request=request)
         if claim.entry.claims > self.settings.max_deliver:
             return await self._finish(claim, base, "failed", started, request=request,
                                       error=f"cut short {claim.entry.claims} times (a crash each time?)")
@@ -205,6 +212,15 @@ class WorkerService(Service):
             return RunOutcome("failed", text=reply.output,
                               error=reply.error or f"script exited with {reply.exit_code}")
         return RunOutcome("done", text=reply.output)
+
+    async def _sandbox_alert(self, why: str) -> None:
+        """One alert per worker process: every refused run also fails with the reason."""
+        if self.sandbox_alerted:
+            return
+        self.sandbox_alerted = True
+        log.error("agent sandbox unavailable", extra={"reason": why})
+        await self.bus.emit(self.bus.event("alert", f"Worker refuses agent runs: {why}"[:1000],
+                                           data={"source": "worker", "kind": "sandbox_unavailable"}))
 
     async def _progress(self, delivery: Delivery[RunRequest]) -> None:
         """Tell JetStream the run is alive, well inside its ack deadline."""

@@ -29,6 +29,7 @@ from koda.shared.messages import (
     ScrapeResult,
     new_run_id,
 )
+from koda.shared.safe_write import UnsafePath, append_text, write_file
 from koda.shared.secrets import Redactor
 from koda.shared.tasks import Task
 
@@ -74,12 +75,12 @@ class KodaTools:
         name = str(args.get("name", "")).strip()
         if not _SAFE_NAME.match(name) or ".." in name:
             return _error("name must be a plain file name like post.md (no folders)")
-        self.drafts.mkdir(parents=True, exist_ok=True)
-        path = self.drafts / name
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(str(args.get("content", "")), encoding="utf-8")
-        tmp.replace(path)
-        rel = path.relative_to(self.layout.root).as_posix()
+        rel = (self.drafts / name).relative_to(self.layout.root).as_posix()
+        try:
+            write_file(self.layout.root, rel, str(args.get("content", "")))
+        except UnsafePath as exc:
+            return _error(f"not saved: {exc.reason} at {exc.path.relative_to(self.layout.root)}; "
+                          "Koda never writes through links")
         if rel not in self.artifacts:
             self.artifacts.append(rel)
         return _ok(f"saved {rel}")
@@ -88,8 +89,10 @@ class KodaTools:
         line = " ".join(str(args.get("line", "")).split())[:300]
         if not line:
             return _error("line is empty")
-        with self.layout.learnings.open("a", encoding="utf-8") as f:
-            f.write(f"- {datetime.now(UTC):%Y-%m-%d} {line}\n")
+        try:
+            append_text(self.layout.root, "learnings.md", f"- {datetime.now(UTC):%Y-%m-%d} {line}\n")
+        except UnsafePath as exc:
+            return _error(f"not recorded: learnings.md {exc.reason}; Koda never writes through links")
         _, total = read_learnings(self.layout)
         if total > LEARNINGS_CAP and self.task.id != CONSOLIDATE_SKILL:
             await self.queue_consolidation()
