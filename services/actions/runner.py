@@ -84,6 +84,12 @@ def script_environment(spec: ScriptSpec, layout: HomeLayout, env_file: dict[str,
         env["KODA_SITE"] = spec.site
         env["KODA_COOKIES"] = str(layout.cookies / f"{spec.site}.json")
     env.update(extra)
+    for name, default in spec.settings.items():
+        if env_file.get(name) or default:
+            env[name] = env_file.get(name) or default
+    for name in spec.optional_secrets:
+        if env_file.get(name):
+            env[name] = env_file[name]
     for name in spec.secrets:
         if not env_file.get(name):  # the template's `NAME=` placeholders count as unset
             raise MissingSecret(spec.name, name)
