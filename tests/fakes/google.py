@@ -30,6 +30,7 @@ class FakeGoogle(FakeService):
         self.refresh_token = refresh_token
         self.tokens: dict[str, bool] = {}
         self.refreshes = 0
+        self.expire_next = 0  # tokens issued while this is positive are already expired
         self.videos: dict[str, dict[str, Any]] = {}
         self.daily_views = [120, 180, 90, 300, 240, 210, 160]
 
@@ -64,7 +65,8 @@ class FakeGoogle(FakeService):
         if form.get("grant_type") != "refresh_token" or form.get("refresh_token") != self.refresh_token:
             return error(400, {"error": "invalid_grant", "error_description": "Token has been expired or revoked."})
         token = "ya29." + secrets.token_urlsafe(24)
-        self.tokens[token] = True
+        self.tokens[token] = self.expire_next <= 0
+        self.expire_next -= 1
         self.refreshes += 1
         return Reply(200, {"access_token": token, "expires_in": 3599, "token_type": "Bearer",
                            "scope": "https://www.googleapis.com/auth/youtube "

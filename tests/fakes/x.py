@@ -15,7 +15,14 @@ import time
 import urllib.parse
 from typing import Any
 
-from .base import FakeService, Reply, Request, error
+from .base import FakeService, Reply, Request
+
+PROBLEM = "application/problem+json"
+
+
+def error(status: int, body: Any) -> Reply:
+    """X answers errors as problem details (RFC 7807), typed application/problem+json."""
+    return Reply(status, body, content_type=PROBLEM)
 
 UNAUTHORIZED = {"title": "Unauthorized", "type": "about:blank", "status": 401, "detail": "Unauthorized"}
 
@@ -100,7 +107,7 @@ class FakeX(FakeService):
             if "media" not in fields or fields.get("media_category") not in ("tweet_image", "tweet_gif"):
                 return error(400, {"errors": [{"message": "media and media_category are required"}],
                                    "title": "Invalid Request", "type": "https://api.x.com/2/problems/invalid-request",
-                                   "detail": "One or more parameters to your request was invalid."},)
+                                   "detail": "One or more parameters to your request was invalid."})
             media_id = self._id()
             self.media[media_id] = fields["media"][1]
             return self._limits(Reply(200, {"data": {
@@ -128,4 +135,5 @@ class FakeX(FakeService):
             self.tweets[tweet_id] = body
             return self._limits(Reply(201, {"data": {"id": tweet_id, "text": text,
                                                      "edit_history_tweet_ids": [tweet_id]}}))
-        return error(404, {"errors": [{"message": "Sorry, that page does not exist", "code": 34}]})
+        return error(404, {"title": "Not Found Error", "type": "https://api.x.com/2/problems/resource-not-found",
+                           "detail": f"Could not find {request.path}", "status": 404})
