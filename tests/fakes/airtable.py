@@ -23,6 +23,12 @@ class FakeAirtable(FakeService):
         self.recent: deque[float] = deque()
         self.rate_limited = 0  # 429s answered
         self.upserts = 0
+        self.spent = False
+
+    def exhaust(self) -> None:
+        """The next request finds the base's limit spent, as when another client used it."""
+        with self.lock:
+            self.spent = True
 
     def rows_by(self, field: str) -> dict[str, dict[str, Any]]:
         with self.lock:
@@ -35,7 +41,8 @@ class FakeAirtable(FakeService):
         while self.recent and now - self.recent[0] >= 1.0:
             self.recent.popleft()
         self.recent.append(now)
-        if len(self.recent) > RATE_LIMIT:
+        if len(self.recent) > RATE_LIMIT or self.spent:
+            self.spent = False
             self.rate_limited += 1
             return error(429, {"errors": [{"error": "RATE_LIMIT_REACHED",
                                            "message": "Rate limit exceeded. Please try again later"}]})
