@@ -8,7 +8,7 @@ is the Name, and its `data-*` attributes are fields (`data-email` -> Email). A `
 link is followed to the next page.
 
 Airtable: PATCH /v0/{base}/{table} with `performUpsert` on AIRTABLE_KEY_FIELD (default Email),
-ten records a request (Airtable's maximum) and at most five requests a second (its limit per
+ten records a request (Airtable's maximum) and four requests a second (under its limit of five per
 base); a 429 waits AIRTABLE_RATE_LIMIT_WAIT seconds (Airtable asks for 30) and retries. An upsert
 on a key is idempotent, so a retry or a second run changes nothing twice.
 Writes the count to data/analytics/members.json (one entry a day), which goals.md reads.
@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import koda_api as api  # noqa: E402
 
 BATCH = 10
-MIN_INTERVAL = 0.2  # seconds between Airtable requests: 5 a second
+MIN_INTERVAL = 0.25  # seconds between Airtable requests: under its 5 a second, with room for jitter
 MAX_PAGES = 50
 
 
