@@ -36,7 +36,8 @@ class FakeAirtable(FakeService):
 
     def handle(self, request: Request) -> Reply:
         if request.headers.get("authorization") != f"Bearer {self.token}":
-            return error(401, {"error": {"type": "AUTHENTICATION_REQUIRED", "message": "Authentication required"}})
+            return error(401, {"error": {"type": "AUTHENTICATION_REQUIRED",
+                                         "message": "Authentication required"}})
         now = time.monotonic()
         while self.recent and now - self.recent[0] >= 1.0:
             self.recent.popleft()
@@ -46,12 +47,19 @@ class FakeAirtable(FakeService):
             self.rate_limited += 1
             return error(429, {"errors": [{"error": "RATE_LIMIT_REACHED",
                                            "message": "Rate limit exceeded. Please try again later"}]})
+        if request.path == "/v0/meta/whoami":
+            return Reply(200, {"id": "usrCreator000001",
+                               "scopes": ["data.records:read", "data.records:write"]})
         parts = request.path.split("/")
         if len(parts) != 4 or parts[1] != "v0" or parts[2] != self.base_id:
             return error(404, {"error": "NOT_FOUND"})
         if urllib.parse.unquote(parts[3]) != self.table:
             return error(404, {"error": {"type": "TABLE_NOT_FOUND", "message": "Could not find table "
                                          f"{urllib.parse.unquote(parts[3])} in application {self.base_id}"}})
+        if request.method == "GET":
+            first = list(self.rows.items())[:int(request.query.get("maxRecords", 100))]
+            return Reply(200, {"records": [{"id": rid, "createdTime": "2026-12-02T09:00:00.000Z", "fields": f}
+                                           for rid, f in first]})
         if request.method != "PATCH":
             return error(404, {"error": "NOT_FOUND"})
         return self._upsert(request.json() or {})

@@ -78,7 +78,8 @@ class FakeBluesky(FakeService):
         nsid = request.path[len(XRPC):]
         if nsid == "com.atproto.server.createSession":
             body = request.json() or {}
-            if body.get("identifier") not in (self.account, self.did) or body.get("password") != self.app_password:
+            known = body.get("identifier") in (self.account, self.did)
+            if not known or body.get("password") != self.app_password:
                 return error(401, {"error": "AuthenticationRequired",
                                    "message": "Invalid identifier or password"})
             return self._limits(Reply(200, self._session()))

@@ -4,6 +4,7 @@ with a members page listing people with their e-mail and join date, as the sync 
 from __future__ import annotations
 
 import html
+from typing import Any
 
 from tests.scraper.testsite import TestSite
 
@@ -19,6 +20,13 @@ class FakeCommunity(TestSite):
     def __init__(self, email: str, password: str, members: list[dict[str, str]]) -> None:
         super().__init__(email, password)
         self.set_members(members)
+
+    def __enter__(self) -> FakeCommunity:
+        super().__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        super().__exit__(*exc)
 
     def set_members(self, members: list[dict[str, str]]) -> None:
         items = "".join(

@@ -53,7 +53,8 @@ class FakeGhost(FakeService):
             return _unauthorised("jwt malformed")
         if head.get("kid") != self.key_id or head.get("alg") != "HS256":
             return _unauthorised("Unknown Admin API Key")
-        expected = hmac.new(bytes.fromhex(self.secret), f"{head_b}.{payload_b}".encode(), hashlib.sha256).digest()
+        signed = f"{head_b}.{payload_b}".encode()
+        expected = hmac.new(bytes.fromhex(self.secret), signed, hashlib.sha256).digest()
         if not hmac.compare_digest(expected, _unb64(sig_b)):
             return _unauthorised("invalid signature")
         now = time.time()
@@ -101,9 +102,10 @@ class FakeGhost(FakeService):
             self.posts[post_id] = post
             return Reply(201, {"posts": [post]})
         if path.startswith("/posts/") and path.endswith("/"):
-            post = self.posts.get(path[7:-1])
-            if post is None:
+            one = self.posts.get(path[7:-1])
+            if one is None:
                 return error(404, {"errors": [{"message": "Post not found.", "type": "NotFoundError"}]})
+            post = one
             if request.method == "GET":
                 return Reply(200, {"posts": [post]})
             if request.method == "PUT":

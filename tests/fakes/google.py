@@ -63,7 +63,8 @@ class FakeGoogle(FakeService):
         if (form.get("client_id"), form.get("client_secret")) != self.client:
             return error(401, {"error": "invalid_client", "error_description": "Unauthorized"})
         if form.get("grant_type") != "refresh_token" or form.get("refresh_token") != self.refresh_token:
-            return error(400, {"error": "invalid_grant", "error_description": "Token has been expired or revoked."})
+            return error(400, {"error": "invalid_grant",
+                               "error_description": "Token has been expired or revoked."})
         token = "ya29." + secrets.token_urlsafe(24)
         self.tokens[token] = self.expire_next <= 0
         self.expire_next -= 1
@@ -76,7 +77,7 @@ class FakeGoogle(FakeService):
         q = request.query
         if resource == "channels" and q.get("mine") == "true":
             return Reply(200, {"kind": "youtube#channelListResponse", "items": [{
-                "kind": "youtube#channel", "id": "UCfake",
+                "kind": "youtube#channel", "id": "UCfake", "snippet": {"title": "The Creator"},
                 "contentDetails": {"relatedPlaylists": {"uploads": "UUfake"}}}]})
         if resource == "playlistItems" and q.get("playlistId") == "UUfake":
             return Reply(200, {"kind": "youtube#playlistItemListResponse", "items": [
@@ -123,6 +124,7 @@ class FakeGoogle(FakeService):
             rows = [[(start + dt.timedelta(days=i)).isoformat(), *[self.daily_views[i % 7] if m == "views"
                      else 40 if m == "averageViewPercentage" else 3 for m in metrics]] for i in range(7)]
         else:
-            rows = [[v, *[500 if m == "views" else 45 if m == "averageViewPercentage" else 5 for m in metrics]]
+            rows = [[v, *[500 if m == "views" else 45 if m == "averageViewPercentage" else 5
+                          for m in metrics]]
                     for v in self.videos]
         return Reply(200, {"kind": "youtubeAnalytics#resultTable", "columnHeaders": headers, "rows": rows})

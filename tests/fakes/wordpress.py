@@ -38,7 +38,8 @@ class FakeWordPress(FakeService):
         out = {"id": post["id"], "date": post["date"], "slug": post["slug"], "status": post["status"],
                "type": "post", "link": f"{self.url}/?p={post['id']}" if post["status"] != "publish"
                else f"{self.url}/{post['slug']}/",
-               "title": {"rendered": post["title"]}, "content": {"rendered": post["content"], "protected": False},
+               "title": {"rendered": post["title"]},
+               "content": {"rendered": post["content"], "protected": False},
                "excerpt": {"rendered": post["excerpt"], "protected": False}, "tags": post["tags"]}
         if edit:
             out["title"]["raw"], out["content"]["raw"] = post["title"], post["content"]
@@ -56,6 +57,13 @@ class FakeWordPress(FakeService):
                 return error(401, {"code": "rest_cannot_create", "message": "Sorry, you are not allowed "
                                    "to create posts as this user.", "data": {"status": 401}})
         body = request.json() if request.body else {}
+        if path == "/users/me" and request.method == "GET":
+            if not self._authorised(request):
+                return error(401, {"code": "rest_not_logged_in",
+                                   "message": "You are not currently logged in.",
+                                   "data": {"status": 401}})
+            return Reply(200, {"id": 1, "name": "The Creator", "slug": self.user,
+                               "capabilities": {"edit_posts": True, "publish_posts": True}})
         if path == "/posts" and request.method == "GET":
             statuses = request.query.get("status", "publish").split(",")
             found = [p for p in self.posts.values() if p["status"] in statuses
@@ -64,7 +72,8 @@ class FakeWordPress(FakeService):
                          {"X-WP-Total": str(len(found)), "X-WP-TotalPages": "1"})
         if path == "/posts" and request.method == "POST":
             if not body.get("title") and not body.get("content"):
-                return error(400, {"code": "empty_content", "message": "Content, title, and excerpt are empty.",
+                return error(400, {"code": "empty_content",
+                                   "message": "Content, title, and excerpt are empty.",
                                    "data": {"status": 400}})
             self.next_id += 1
             slug = body.get("slug") or str(body["title"]).lower().replace(" ", "-")
@@ -77,10 +86,11 @@ class FakeWordPress(FakeService):
             self.posts[post["id"]] = post
             return Reply(201, self._view(post, True))
         if path.startswith("/posts/") and path[7:].isdigit():
-            post = self.posts.get(int(path[7:]))
-            if post is None:
+            one = self.posts.get(int(path[7:]))
+            if one is None:
                 return error(404, {"code": "rest_post_invalid_id", "message": "Invalid post ID.",
                                    "data": {"status": 404}})
+            post = one
             if request.method in ("POST", "PUT", "PATCH"):
                 for key in ("status", "title", "content", "excerpt", "slug", "tags"):
                     if key in body:
@@ -96,6 +106,7 @@ class FakeWordPress(FakeService):
                                    "already exists with this parent.", "data": {"status": 400}})
             self.next_id += 1
             self.tags[self.next_id] = str(body.get("name"))
-            return Reply(201, {"id": self.next_id, "name": body.get("name"), "slug": str(body.get("name")).lower()})
+            return Reply(201, {"id": self.next_id, "name": body.get("name"),
+                               "slug": str(body.get("name")).lower()})
         return error(404, {"code": "rest_no_route", "message": "No route was found matching the URL and "
                            "request method.", "data": {"status": 404}})

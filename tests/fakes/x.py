@@ -51,10 +51,10 @@ def verify_oauth1(method: str, url: str, header: str, consumer: tuple[str, str],
     pairs = [*urllib.parse.parse_qsl(split.query, keep_blank_values=True), *(form or {}).items(),
              *params.items()]
     encoded = sorted((_enc(k), _enc(v)) for k, v in pairs)
-    base = "&".join([method, _enc(f"{split.scheme}://{split.netloc}{split.path}"),
-                     _enc("&".join(f"{k}={v}" for k, v in encoded))])
-    key = f"{_enc(consumer[1])}&{_enc(token[1])}".encode()
-    expected = base64.b64encode(hmac.new(key, base.encode(), hashlib.sha1).digest()).decode()
+    signed = "&".join([method, _enc(f"{split.scheme}://{split.netloc}{split.path}"),
+                       _enc("&".join(f"{k}={v}" for k, v in encoded))])
+    signing_key = f"{_enc(consumer[1])}&{_enc(token[1])}".encode()
+    expected = base64.b64encode(hmac.new(signing_key, signed.encode(), hashlib.sha1).digest()).decode()
     return None if hmac.compare_digest(expected, signature) else "bad signature"
 
 
@@ -65,7 +65,7 @@ def parse_multipart(request: Request) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
-        payload = part.get_payload(decode=True)
+        payload: bytes = part.get_payload(decode=True)  # type: ignore[assignment]
         filename = part.get_filename()
         out[str(name)] = (filename, payload) if filename else payload.decode()
     return out
@@ -86,7 +86,8 @@ class FakeX(FakeService):
         return str(self.next_id)
 
     def _limits(self, reply: Reply) -> Reply:
-        reply.headers.update({"x-rate-limit-limit": "100", "x-rate-limit-remaining": str(max(self.remaining, 0)),
+        reply.headers.update({"x-rate-limit-limit": "100",
+                              "x-rate-limit-remaining": str(max(self.remaining, 0)),
                               "x-rate-limit-reset": str(int(time.time()) + 900)})
         return reply
 
@@ -102,6 +103,9 @@ class FakeX(FakeService):
         if why is not None:
             return error(401, UNAUTHORIZED)
         self.nonces.add(nonce)
+        if request.method == "GET" and request.path == "/2/users/me":
+            return self._limits(Reply(200, {"data": {"id": self.token[0].split("-")[0], "name": "The Creator",
+                                                     "username": "creator"}}))
         if request.method == "POST" and request.path == "/2/media/upload" and multipart:
             fields = parse_multipart(request)
             if "media" not in fields or fields.get("media_category") not in ("tweet_image", "tweet_gif"):
@@ -129,7 +133,8 @@ class FakeX(FakeService):
                     return self._limits(error(400, {
                         "errors": [{"parameters": {"media.media_ids": [media_id]},
                                     "message": "Your media IDs are invalid."}],
-                        "title": "Invalid Request", "detail": "One or more parameters to your request was invalid.",
+                        "title": "Invalid Request",
+                        "detail": "One or more parameters to your request was invalid.",
                         "type": "https://api.x.com/2/problems/invalid-request"}))
             tweet_id = self._id()
             self.tweets[tweet_id] = body

@@ -12,7 +12,8 @@ from typing import Any
 SPECS = Path(__file__).parent / "specs" / "atproto"
 FORMATS = {
     "did": re.compile(r"^did:[a-z]+:[a-zA-Z0-9._:%-]+$"),
-    "handle": re.compile(r"^([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$"),
+    "handle": re.compile(r"^([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+"
+                         r"[a-zA-Z]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$"),
     "at-uri": re.compile(r"^at://[^/]+(/[a-zA-Z0-9.-]+(/[a-zA-Z0-9._~:-]+)?)?$"),
     "nsid": re.compile(r"^[a-zA-Z]([a-zA-Z0-9-]*\.)+[a-zA-Z]+[a-zA-Z0-9]*$"),
     "record-key": re.compile(r"^[a-zA-Z0-9._~:-]{1,512}$"),
@@ -101,7 +102,8 @@ class Lexicons:
                 and isinstance(value.get("mimeType"), str) and isinstance(value.get("size"), int)
             errors = [] if ok else [f"{where}: not a blob"]
             accept = schema.get("accept")
-            if ok and accept and not any(re.fullmatch(a.replace("*", ".*"), value["mimeType"]) for a in accept):
+            patterns = [a.replace("*", ".*") for a in accept or []]
+            if ok and patterns and not any(re.fullmatch(p, value["mimeType"]) for p in patterns):
                 errors.append(f"{where}: blob type {value['mimeType']} not accepted")
             return errors
         if kind in ("unknown", "bytes", "cid-link", None):
@@ -136,7 +138,8 @@ class Lexicons:
                 errors.append(f"{nsid}: error reply without an `error` name: {reply}")
             declared = {e["name"] for e in main.get("errors", [])}
             generic = {"InvalidRequest", "ExpiredToken", "InvalidToken", "AuthMissing", "AuthRequiredError",
-                       "AuthenticationRequired", "RateLimitExceeded", "RecordNotFound", "MethodNotImplemented"}
+                       "AuthenticationRequired", "RateLimitExceeded", "RecordNotFound",
+                       "MethodNotImplemented"}
             if isinstance(reply, dict) and reply.get("error") not in declared | generic:
                 errors.append(f"{nsid}: error {reply.get('error')} is neither declared nor an XRPC error")
         return errors

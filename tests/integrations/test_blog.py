@@ -18,7 +18,7 @@ POST = "# Why I moved to plain files\n\nFiles **outlive** apps.\n\n## What chang
 
 def home_for(tmp_path: Path, wp: FakeWordPress | None, ghost: FakeGhost | None,
              wp_password: str = APP_PASSWORD):  # type: ignore[no-untyped-def]
-    env = {}
+    env: dict[str, str] = {}
     if wp:
         env |= {"WORDPRESS_URL": wp.url, "WORDPRESS_USER": USER, "WORDPRESS_APP_PASSWORD": f'"{wp_password}"'}
     if ghost:
@@ -36,7 +36,8 @@ def test_the_post_is_drafted_then_published_on_both_blogs(tmp_path: Path) -> Non
         out = output(run(layout, "blog-publish", args))
         [wp_post] = wp.published()
         assert wp_post["title"] == "Why I moved to plain files"
-        assert "<strong>outlive</strong>" in wp_post["content"] and "<li>less lock-in</li>" in wp_post["content"]
+        assert "<strong>outlive</strong>" in wp_post["content"]
+        assert "<li>less lock-in</li>" in wp_post["content"]
         assert list(wp.tags.values()) == ["tools"] and wp_post["tags"] == list(wp.tags)
         # Draft then publish: the create asked for a draft, a second call published it.
         creates = [r.json() for r in wp.requests("POST", "/wp-json/wp/v2/posts")]
@@ -47,7 +48,8 @@ def test_the_post_is_drafted_then_published_on_both_blogs(tmp_path: Path) -> Non
         assert (user, password) == (USER, APP_PASSWORD)
         [ghost_post] = ghost.published()
         assert ghost_post["title"] == "Why I moved to plain files"
-        assert [r.json()["posts"][0]["status"] for r in ghost.requests("POST", "/ghost/api/admin/posts/")] == ["draft"]
+        ghost_creates = ghost.requests("POST", "/ghost/api/admin/posts/")
+        assert [r.json()["posts"][0]["status"] for r in ghost_creates] == ["draft"]
         assert out["wordpress"]["url"] == f"{wp.url}/{wp_post['slug']}/"
         assert out["ghost"]["url"] == ghost_post["url"]
         blog = json.loads((layout.data / "analytics" / "blog.json").read_text())

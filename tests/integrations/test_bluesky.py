@@ -25,7 +25,8 @@ def lexicon_problems(pds: FakeBluesky) -> list[str]:
     problems = []
     for ex in pds.exchanges:
         nsid = ex.request.path.removeprefix("/xrpc/")
-        body = ex.request.json() if ex.request.headers.get("content-type", "").startswith("application/json") else None
+        is_json = ex.request.headers.get("content-type", "").startswith("application/json")
+        body = ex.request.json() if is_json else None
         problems += lex.check_exchange(nsid, ex.request.query, body, ex.reply.status, ex.reply.json())
     for post in pds.posts():
         problems += lex.check(lex.method("app.bsky.feed.post"), post["value"], "app.bsky.feed.post", "record")

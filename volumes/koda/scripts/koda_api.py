@@ -74,7 +74,7 @@ def data_file(relative: str) -> Path:
     point at `.env` or anything else outside data/.
     """
     root = data_dir().resolve()
-    path = (root.parent / relative).resolve() if not Path(relative).is_absolute() else Path(relative).resolve()
+    path = (root.parent / relative if not Path(relative).is_absolute() else Path(relative)).resolve()
     if root not in path.parents or (root / "cookies") in (path, *path.parents):
         fail(f"{relative!r} is not a file under data/ (cookies excluded)", 2)
     if not path.is_file():

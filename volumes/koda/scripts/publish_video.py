@@ -15,7 +15,7 @@ import sys
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import koda_api as api  # noqa: E402
+import koda_api as api
 
 
 def main() -> None:

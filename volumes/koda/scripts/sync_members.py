@@ -25,7 +25,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import koda_api as api  # noqa: E402
+import koda_api as api
 
 BATCH = 10
 MIN_INTERVAL = 0.25  # seconds between Airtable requests: under its 5 a second, with room for jitter

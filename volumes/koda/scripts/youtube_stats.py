@@ -16,7 +16,7 @@ import urllib.parse
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import koda_api as api  # noqa: E402
+import koda_api as api
 
 METRICS = "views,estimatedMinutesWatched,averageViewDuration,averageViewPercentage,subscribersGained"
 
