@@ -45,7 +45,8 @@ def main() -> None:
              and v["status"].get("uploadStatus", "processed") in ("processed", "uploaded")]
     ready.sort(key=lambda r: r["uploaded_at"] or "", reverse=True)
     api.write_json(api.data_dir() / "videos" / "ready.json", {"checked_at": api.now_iso(), "videos": ready})
-    print(json.dumps({"ready": len(ready), "written": "data/videos/ready.json"}))
+    print(json.dumps({"written": "data/videos/ready.json", "ready": [
+        {"video_id": r["video_id"], "title": r["title"]} for r in ready]}))
 
 
 if __name__ == "__main__":
