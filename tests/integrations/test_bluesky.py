@@ -102,3 +102,20 @@ def test_a_wrong_app_password_exits_77_and_names_the_fix(tmp_path: Path) -> None
         assert result.exit_code == 77 and "koda connect bluesky" in result.stderr
         assert "wrong-pass-word" not in result.stderr + result.stdout
         assert pds.posts() == []
+
+
+def test_the_lexicon_check_catches_a_fake_that_drifted() -> None:
+    lex = Lexicons()
+    post = lex.method("app.bsky.feed.post")
+    good = {"$type": "app.bsky.feed.post", "text": "hi", "createdAt": "2026-12-02T09:00:00.000Z"}
+    assert lex.check(post, good, "app.bsky.feed.post") == []
+    assert lex.check(post, {**good, "createdAt": None}, "app.bsky.feed.post")
+    bad_facet = {**good, "facets": [{"index": {"byteStart": 0, "byteEnd": 2},
+                                     "features": [{"$type": "app.bsky.richtext.facet#url", "uri": "x"}]}]}
+    assert lex.check(post, bad_facet, "app.bsky.feed.post")
+    # A createRecord reply without its cid, and an error reply without an error name.
+    assert lex.check_exchange("com.atproto.repo.createRecord", {}, {
+        "repo": "did:plc:abc", "collection": "app.bsky.feed.post", "record": good}, 200,
+        {"uri": "at://did:plc:abc/app.bsky.feed.post/3kabc"})
+    assert lex.check_exchange("com.atproto.server.createSession", {}, {
+        "identifier": "a.example.com", "password": "x"}, 401, {"message": "no"})
