@@ -95,6 +95,18 @@ def test_an_expired_access_token_is_refreshed_once(tmp_path: Path) -> None:
         assert lexicon_problems(pds) == []
 
 
+def test_a_rate_limited_post_says_until_when_and_a_retry_posts_once(tmp_path: Path) -> None:
+    with FakeBluesky(HANDLE, PASSWORD) as pds:
+        layout = home_for(tmp_path, pds)
+        pds.rate_limited = 1
+        limited = run(layout, "social-post", {"text": "Later"}, key="approval:rl")
+        assert limited.exit_code == 1 and "rate limited until epoch" in limited.stderr
+        assert "RateLimitExceeded" in limited.stderr and pds.posts() == []
+        output(run(layout, "social-post", {"text": "Later"}, key="approval:rl"))
+        assert len(pds.posts()) == 1
+        assert lexicon_problems(pds) == []
+
+
 def test_a_wrong_app_password_exits_77_and_names_the_fix(tmp_path: Path) -> None:
     with FakeBluesky(HANDLE, PASSWORD) as pds:
         layout = home_for(tmp_path, pds, password="wrong-pass-word")

@@ -107,8 +107,11 @@ class Bluesky:
                 continue
             if resp.status == 401:
                 api.auth_failed("Bluesky", _xrpc_error(resp), "Run `koda connect bluesky`.")
-            if resp.status in ok or (resp.status == 400 and 400 in ok):
+            if resp.status in ok:
                 return resp
+            if resp.status == 429:
+                reset = resp.headers.get("ratelimit-reset", "")
+                raise api.HttpFailure(f"Bluesky {what} (rate limited until epoch {reset})", resp)
             raise api.HttpFailure(f"Bluesky {what}", resp)
         raise AssertionError("unreachable")
 
