@@ -1,9 +1,10 @@
 """The creator's week, end to end: the starter home's tasks enabled and run by the real worker
-(the real Claude Code CLI, driven by the scripted fake model), every public action approved as
-the gateway approves it, the real actions service running the home's scripts with only their
-own secrets, the real scraper logging in to the community, and fakes of Bluesky, X, WordPress,
-Airtable and Google. Afterwards the posts, the blog post, the Airtable rows, the public video
-and the analytics are on the fakes and in the home."""
+(the real Claude Code CLI, driven by the scripted fake model), every public action approved by
+an approver's click in the fake Discord through the real gateway, the real actions service
+running the home's scripts with only their own secrets, the real scraper logging in to the
+community, and fakes of Bluesky, X, WordPress, Airtable and Google. Afterwards the posts, the
+blog post, the Airtable rows, the public video and the analytics are on the fakes and in the
+home."""
 
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ import asyncio
 import json
 import os
 import re
+import warnings
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from koda.services.actions.service import ActionsService
+from koda.services.gateway.service import GatewayService
 from koda.services.scraper.service import ScraperService
 from koda.services.worker.service import WorkerService
 from koda.shared.approvals import ApprovalStore
@@ -26,6 +30,7 @@ from koda.shared.home import HomeLayout
 from koda.shared.messages import RunRequest
 from koda.shared.settings import KodaSettings
 from tests.fake_anthropic import Call, FakeAnthropic, Reply, Text, ToolUse
+from tests.fake_discord import FakeDiscord
 from tests.fakes.airtable import FakeAirtable
 from tests.fakes.bluesky import FakeBluesky
 from tests.fakes.community import FakeCommunity, member_list
@@ -33,12 +38,18 @@ from tests.fakes.google import FakeGoogle
 from tests.fakes.wordpress import FakeWordPress
 from tests.fakes.x import FakeX
 from tests.inprocess import serving
+from tests.natsserver import free_port_block
 from tests.worker.conftest import Events
+
+with warnings.catch_warnings():
+    # discord.py imports audioop (voice), deprecated since 3.11; Koda uses no voice.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import discord  # noqa: F401
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"),
                                 reason="needs Debian's chromium (apt-get install chromium)")
 
-APPROVER = "424242424242424242"  # a Discord user id, as the gateway records a click
+APPROVER = 424242424242424242  # the Discord user allowed to approve
 POST = "Shipped the new editor this week: undo that survives a restart. #buildinpublic"
 FINAL = ("# Undo that survives a restart\n\nMost editors forget your history when they close.\n\n"
          "## How it works\n\n- every change is a file\n- the log is replayed on start\n")
@@ -121,21 +132,32 @@ def env_for(f: dict[str, Any]) -> dict[str, str]:
     }
 
 
-async def approve_all(bus: Bus, store: ApprovalStore, events: Events, wanted: int) -> None:
-    """Approve every pending approval as the gateway does on an approver's click, and wait until
-    each approved action has run."""
-    approved: set[str] = set()
+def approve_button(message: dict[str, Any]) -> str | None:
+    for row in message.get("components") or []:
+        for component in row.get("components") or []:
+            if str(component.get("custom_id", "")).startswith("koda:approve:"):
+                return str(component["custom_id"])
+    return None
+
+
+async def approve_in_discord(discord: FakeDiscord, events: Events, wanted: int) -> set[str]:
+    """An approver clicks Approve on each approval the gateway posts; wait until each approved
+    action has run. Returns the approval ids."""
+    clicked: dict[str, str] = {}
 
     async def loop() -> None:
-        while len(approved) < wanted:
-            for record in await store.pending():
-                decision = await store.decide(record.id, True, APPROVER)
-                assert decision.changed, decision.reason
-                approved.add(record.id)
+        while len(clicked) < wanted:
+            for message in discord.posted("approvals"):
+                custom_id = approve_button(message)
+                if custom_id and custom_id not in clicked.values():
+                    interaction = await discord.click(message["id"], custom_id, APPROVER)
+                    await discord.response(interaction, timeout=30)
+                    clicked[custom_id.removeprefix("koda:approve:")] = custom_id
             await asyncio.sleep(0.2)
-        await events.wait(lambda: {e.data.get("approval_id") for e in events.of("action.done")} >= approved,
-                          timeout=120)
+        await events.wait(lambda: {e.data.get("approval_id") for e in events.of("action.done")}
+                          >= set(clicked), timeout=120)
     await asyncio.wait_for(loop(), 180)
+    return set(clicked)
 
 
 @pytest.mark.timeout(420)
@@ -144,7 +166,17 @@ async def test_the_creators_week(wsettings: KodaSettings, fake_api: FakeAnthropi
     fake_api.script = model
     # The worker fixture's 3 s ack deadline is for redelivery tests; on a loaded machine it lets
     # JetStream hand a live run to a second slot. Production's is far longer.
-    wsettings = wsettings.model_copy(update={"worker_ack_wait": 30.0})
+    discord = FakeDiscord()
+    await discord.start()
+    channels = discord.channels
+    wsettings = wsettings.model_copy(update={
+        "worker_ack_wait": 30.0,
+        "discord_token": SecretStr("fake-bot-token-week"), "discord_guild": int(discord.guild_id),
+        "discord_approvals_channel": int(channels["approvals"]),
+        "discord_reports_channel": int(channels["reports"]),
+        "discord_alerts_channel": int(channels["alerts"]), "discord_chat_channel": int(channels["chat"]),
+        "discord_approvers": str(APPROVER), "discord_api_base": discord.api_base,
+        "discord_gateway_url": discord.gateway_url, "console_port": free_port_block(1)})
     layout = HomeLayout(wsettings.expanded_home())
     with ExitStack() as stack:
         f: dict[str, Any] = {
@@ -173,10 +205,9 @@ async def test_the_creators_week(wsettings: KodaSettings, fake_api: FakeAnthropi
         from koda.shared.doctor import check_home
         assert check_home(layout, environ={"ANTHROPIC_API_KEY": "x"}) == []
 
-        store = ApprovalStore(bus)
         week = ["members-sync", "weekly-analytics", "daily-social-post", "blog-post", "video-publish"]
         async with serving(ScraperService(wsettings)), serving(ActionsService(wsettings)), \
-                serving(WorkerService(wsettings)):
+                serving(WorkerService(wsettings)), serving(GatewayService(wsettings), timeout=30):
             now = datetime.now(UTC)
             for i, task in enumerate(week):
                 run = RunRequest(task=task, run_id=f"{task}.m{int(now.timestamp() * 1000) + i}",
@@ -190,7 +221,9 @@ async def test_the_creators_week(wsettings: KodaSettings, fake_api: FakeAnthropi
                 raise
             failed = [e for e in events.finished() if e.event != "run.finished"]
             assert not failed, [(e.task, e.data.get("error")) for e in failed]
-            await approve_all(bus, store, events, wanted=3)
+            approved = await approve_in_discord(discord, events, wanted=3)
+        await discord.stop()
+        assert {r.id for r in await ApprovalStore(bus).all() if r.status == "approved"} == approved
 
         done = [e for e in events.of("action.done") if e.data.get("approval_id")]
         assert sorted(e.data["name"] for e in done) == ["blog.publish", "social.post", "video.publish"]
