@@ -193,9 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     site = p.add_subparsers(dest="action", required=True)
     site.add_parser("list", help="sites whose login needs a person")
     site.add_parser("clear", help="let jobs for SITE log in again").add_argument("site")
+    from koda import connect
     from koda.task_commands import register
 
     COMMANDS.update(register(sub))
+    COMMANDS.update(connect.register(sub))
     return parser
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from .configfile import load_config
 from .errors import ConfigError, ConfigProblem
 from .home import LEARNINGS_CAP, HomeLayout
+from .integrations import check_task_secrets
 from .jsonpos import dotted, value_lines
 from .scripts import McpServersFile, ScriptManifest
 from .secrets import read_env_file
@@ -129,6 +130,7 @@ def check_home(layout: HomeLayout, environ: dict[str, str] | None = None) -> lis
             problems.append(ConfigProblem(layout.env, None, "(mode)",
                                           f"mode is {mode:04o}; run `chmod 600 {layout.env}`"))
         env_values = read_env_file(layout.env)
+    problems += check_task_secrets(layout, env_values)
     if not any(environ.get(k) or env_values.get(k) for k in CLAUDE_CREDENTIALS):
         problems.append(ConfigProblem(
             layout.env, None, " or ".join(CLAUDE_CREDENTIALS),

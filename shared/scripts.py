@@ -17,6 +17,15 @@ class ScriptSpec(BaseModel):
     command: list[str] = Field(min_length=1, description="argv, run in scripts/; no shell.")
     description: str = ""
     secrets: list[str] = Field(default_factory=list, description="Names of .env entries it gets.")
+    optional_secrets: list[str] = Field(
+        default_factory=list,
+        description="Names of .env entries it gets when they are set (e.g. one of several services).",
+    )
+    settings: dict[str, str] = Field(
+        default_factory=dict,
+        description="Non-secret settings it reads (e.g. base URLs), name -> default; a `.env` entry "
+                    "of that name overrides the default. An empty default means it must be set.",
+    )
     gated: bool = Field(default=False, description="Needs a human's approval before each run.")
     timeout_seconds: int = Field(default=300, ge=1, le=86400)
     site: str | None = Field(default=None, description="Site whose cookies it uses (auth retry).")

@@ -102,10 +102,18 @@ def script_environment(spec: ScriptSpec, layout: HomeLayout, env_file: dict[str,
     if spec.site:
         env["KODA_SITE"] = spec.site
         env["KODA_COOKIES"] = str(layout.cookies / f"{spec.site}.json")
-    env.update(extra)
-    for name in extra:
-        if name.startswith(("PYTHON", "NODE_", "LD_")) and name not in env:
+    fixed = set(env)
+    for name in [*extra, *spec.settings, *spec.optional_secrets, *spec.secrets]:
+        # The interpreter's and the loader's own variables would undo the isolation above.
+        if name.startswith(("PYTHON", "NODE_", "LD_")) and name not in fixed:
             raise ValueError(f"{name} may not be passed to a script")
+    env.update(extra)
+    for name, default in spec.settings.items():
+        if env_file.get(name) or default:
+            env[name] = env_file.get(name) or default
+    for name in spec.optional_secrets:
+        if env_file.get(name):
+            env[name] = env_file[name]
     for name in spec.secrets:
         if not env_file.get(name):  # the template's `NAME=` placeholders count as unset
             raise MissingSecret(spec.name, name)

@@ -36,6 +36,7 @@ class TestSite:
     """The site, its accounts and sessions, and counters the tests read."""
 
     __test__ = False  # not a pytest test class
+    members_page = MEMBERS  # the signed-in members page; `{email}` is the signed-in account
 
     def __init__(self, email: str, password: str, session_ttl: float = 3600.0) -> None:
         self.email, self.password, self.session_ttl = email, password, session_ttl
@@ -119,7 +120,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/members":
             if self.site.valid(self._sid()):
                 self.site.member_pages += 1
-                self._send(200, MEMBERS.format(email=self.site.email))
+                self._send(200, self.site.members_page.format(email=self.site.email))
             else:
                 self._send(302, "", {"Location": "/login?next=/members"})
         elif path == "/api/members":
