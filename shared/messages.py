@@ -9,7 +9,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: The newest wire schema this code understands. A message from a newer writer is refused
+#: (terminated with `message.failed`), never half-understood.
+SCHEMA_VERSION = 1
+#: A run id is a KV key, a file name (`data/runs/<run id>.json`) and part of subjects: dotted
+#: tokens of letters, digits, `_` and `-`.
+RUN_ID_PATTERN = r"^[A-Za-z0-9_-]{1,100}(\.[A-Za-z0-9_-]{1,100}){0,4}$"
 
 
 def utcnow() -> datetime:
@@ -22,7 +29,15 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
     #: The subject family this model travels on, for documentation and typed helpers.
     kind: ClassVar[str] = ""
-    schema_version: int = 1
+    schema_version: int = SCHEMA_VERSION
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if not 1 <= value <= SCHEMA_VERSION:
+            raise ValueError(f"schema_version {value} is not one this service understands "
+                             f"(1 to {SCHEMA_VERSION})")
+        return value
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
@@ -39,8 +54,8 @@ class RunRequest(Message):
     """Run a task now: published on `koda.runs.<task>` to the RUNS work queue."""
 
     kind: ClassVar[str] = "runs"
-    task: str
-    run_id: str
+    task: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    run_id: str = Field(pattern=RUN_ID_PATTERN)
     scheduled_for: datetime
     trigger: Trigger = "cron"
     attempt: int = 1
