@@ -27,7 +27,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 from pydantic import ValidationError
 
-from .errors import Permanent, RetryLater
+from .errors import Permanent, RetryLater, Superseded
 from .messages import FailedMessage, Message
 
 if TYPE_CHECKING:
@@ -134,6 +134,10 @@ class WorkQueueConsumer(Generic[M]):
             outcome = await self.handler(Delivery(message, raw.subject, attempt, self.max_deliver, raw))
         except (RetryLater, Permanent) as exc:
             outcome = exc
+        except Superseded as exc:
+            log.warning("delivery superseded; leaving it to the newer attempt",
+                        extra={"subject": raw.subject, "reason": str(exc)})
+            return
         except asyncio.CancelledError:
             # Shutdown cut this handler short: let JetStream deliver it again soon.
             await _quietly(raw.nak(delay=1.0))

@@ -55,3 +55,8 @@ class Permanent(KodaError):
 
     def __str__(self) -> str:
         return self.reason
+
+
+class Superseded(KodaError):
+    """Raised by a handler whose delivery was taken over by a newer one (the run's fencing
+    token moved on): the message is neither acknowledged nor put back, the newer attempt owns it."""

@@ -197,6 +197,8 @@ class RunLedgerEntry(Message):
     error: str | None = None
     claims: int = Field(default=0, description="Times the run was found cut short mid-run.")
     continuations: int = Field(default=0, description="Turn-cap continuations used in this step.")
+    fence: int = Field(default=0, description="Fencing token: +1 at every claim. An attempt "
+                       "whose token is no longer the ledger's may not act (tools, actions, record).")
 
 
 class LimitsRecord(Message):

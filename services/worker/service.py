@@ -129,7 +129,8 @@ class WorkerService(Service):
             data={"trigger": request.trigger, "step": claim.entry.step, "resumed": claim.resumed,
                   "steps_done": claim.entry.steps_done}))
         tools = KodaTools(self.bus, self.layout, task, request.run_id, self.redact,
-                          self.settings.worker_tool_timeout)
+                          self.settings.worker_tool_timeout,
+                          fence=lambda: self.ledger.superseded(claim))
         ticker = asyncio.create_task(self._progress(delivery))
         try:
             if task.script:
@@ -145,9 +146,6 @@ class WorkerService(Service):
             ticker.cancel()
         if task.id != CONSOLIDATE_SKILL and read_learnings(self.layout)[1] > LEARNINGS_CAP:
             await tools.queue_consolidation()  # also when the agent edited learnings.md itself
-        if outcome.cost_usd:
-            await self.limits.add_spend(outcome.cost_usd)
-            self.m_cost.labels(task.id).inc(outcome.cost_usd)
         if outcome.outcome == "rate_limited":
             return await self._rate_limited(task, claim, outcome)
         if outcome.outcome == "failed" and claim.entry.attempt <= task.retries.max:
@@ -169,8 +167,14 @@ class WorkerService(Service):
             tools.step = step
 
         async def session(prompt: str, spec: SessionSpec, left: float) -> SessionResult:
+            await self.ledger.check(claim)  # no model request from an attempt taken over
+            spec.fence = lambda: self.ledger.superseded(claim)
             options = build_options(self.settings, self.layout, spec, tools.server())
-            return await run_session(prompt, options, timeout=left)
+            result = await run_session(prompt, options, timeout=left)
+            if result.cost_usd:  # counted per session: an attempt cut short later still paid
+                await self.limits.add_spend(result.cost_usd)
+                self.m_cost.labels(task.id).inc(result.cost_usd)
+            return result
 
         return Pipeline(task, request, self.ledger, claim, self.layout.drafts / request.run_id,
                         lambda skill: system_prompt(self.layout, skill), session, on_step)
@@ -178,6 +182,7 @@ class WorkerService(Service):
     async def _script(self, task: Task, request: RunRequest, claim: Claim, tools: KodaTools) -> RunOutcome:
         """A script task runs no model: the actions service runs the script, once per attempt."""
         key = f"run:{request.run_id}:{claim.entry.attempt}"
+        await self.ledger.check(claim)
         action = ActionRequest(name=f"script.{task.script}", idempotency_key=key, run_id=request.run_id,
                                requested_by=f"task:{task.id}")
         reply = await tools.request_reply(f"koda.actions.script.{task.script}", action, ActionResult,
@@ -224,6 +229,7 @@ class WorkerService(Service):
         record = record.model_copy(update={
             "outcome": outcome, "error": self.redact(error) if error else None,
             "finished_at": datetime.now(UTC), "duration_s": round(time.monotonic() - started, 3)})
+        await self.ledger.check(claim)
         write_record(self.layout, record)
         append_daily_log(self.layout, record)
         status = {"done": "done", "turn_cap": "turn_cap"}.get(outcome, "failed")
