@@ -19,6 +19,7 @@ to the SDK as `cli_path`.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import os
 import shlex
@@ -32,10 +33,10 @@ LAUNCHER = "claude-launcher"
 
 def bundled_cli() -> Path | None:
     """The CLI the SDK would start: its bundled one, else `claude` on PATH."""
-    import claude_agent_sdk
-
-    bundled = Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude"
-    if bundled.is_file():
+    spec = importlib.util.find_spec("claude_agent_sdk")  # found, not imported: it is heavy
+    origin = spec.origin if spec else None
+    bundled = Path(origin).parent / "_bundled" / "claude" if origin else None
+    if bundled is not None and bundled.is_file():
         return bundled
     found = shutil.which("claude")
     return Path(found) if found else None

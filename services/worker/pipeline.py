@@ -20,7 +20,7 @@ from koda.shared.tasks import Task
 from .ledger import Claim, Ledger
 from .options import SessionSpec
 from .prompt import CONTINUE_PROMPT, user_prompt
-from .records import StepRecord
+from .records import StepRecord, write_text_atomic
 from .session import SessionResult
 
 #: Runs a session: (prompt, spec, seconds left) -> result. The service supplies it.
@@ -109,7 +109,7 @@ class Pipeline:
                 path = self.drafts / step.artifact
                 if not path.exists():  # the agent did not save it itself: keep its final answer
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_text(result.text, encoding="utf-8")
+                    write_text_atomic(path, result.text)
                 prior.append((step.id, path))
             await self.ledger.update(self.claim, steps_done=[*self.claim.entry.steps_done, step.id],
                                      step=index + 1, continuations=0)

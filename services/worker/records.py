@@ -53,10 +53,19 @@ def write_record(layout: HomeLayout, record: RunRecord) -> Path:
     """Write the run record atomically (a reader never sees half a file)."""
     path = record_path(layout, record.run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(record.model_dump_json(indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, record.model_dump_json(indent=1))
     return path
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace `path` whole or not at all: a full disk leaves neither half a file nor a `.tmp`."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def daily_log_line(record: RunRecord) -> str:

@@ -10,6 +10,7 @@ events, in that order. The SDK is imported at the first run, not at start.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import random
 import time
@@ -25,12 +26,14 @@ from koda.shared.messages import ActionRequest, ActionResult, RunRequest
 from koda.shared.service import Service
 from koda.shared.tasks import Task, TasksFile, load_tasks
 
+from .cli_process import launcher
 from .ledger import Claim, Ledger
 from .limits import Limits
-from .options import SessionSpec, build_options
+from .options import SessionSpec, build_options, scrub_available
 from .pipeline import Pipeline, RunOutcome
 from .prompt import read_learnings, system_prompt
 from .records import RunRecord, append_daily_log, write_record
+from .resources import AlertGate, exhaustion
 from .session import SessionResult, run_session
 from .tools import CONSOLIDATE_SKILL, KodaTools
 
@@ -49,6 +52,10 @@ class WorkerService(Service):
         self.ledger = Ledger(self.bus.kv["runs"], self.instance)
         self.limits = Limits(self.bus.kv["limits"], self.settings)
         self._tasks: tuple[float, TasksFile] | None = None
+        self.alerts = AlertGate()
+        # Probes unshare/setpriv once, off the loop, before the first run needs the launcher.
+        await asyncio.to_thread(launcher, self.settings.expanded_state())
+        await asyncio.to_thread(scrub_available)
         r = self.registry
         self.m_runs = Counter("koda_runs_total", "Runs finished, by outcome", ["task", "outcome"], registry=r)
         self.m_duration = Histogram("koda_run_duration_seconds", "Run duration", ["task"], registry=r,
@@ -121,6 +128,20 @@ class WorkerService(Service):
         if refusal is not None:
             return await self._finish(claim, base, "refused", started, error=refusal.message,
                                       request=request, limit=refusal.limit)
+        try:
+            return await self._run_claimed(delivery, task, claim, base, started)
+        except Exception as exc:
+            cause = exhaustion(exc)
+            if cause is None:
+                raise
+            # A full disk or read-only home does not heal by delivering the run again.
+            log.error("run hit %s", cause, extra={"run_id": request.run_id}, exc_info=True)
+            return await self._finish(claim, base, "failed", started, request=request,
+                                      error=f"{cause.replace('_', ' ')}: {exc}", cause=cause)
+
+    async def _run_claimed(self, delivery: Delivery[RunRequest], task: Task, claim: Claim,
+                           base: RunRecord, started: float) -> RetryLater | Permanent | None:
+        request = delivery.message
         if claim.entry.claims > self.settings.max_deliver:
             return await self._finish(claim, base, "failed", started, request=request,
                                       error=f"cut short {claim.entry.claims} times (a crash each time?)")
@@ -168,6 +189,9 @@ class WorkerService(Service):
 
         async def session(prompt: str, spec: SessionSpec, left: float) -> SessionResult:
             await self.ledger.check(claim)  # no model request from an attempt taken over
+            # The first import of the SDK takes seconds on a busy host: off the loop, so the
+            # progress acks go on and JetStream does not hand the run to a second attempt.
+            await asyncio.to_thread(importlib.import_module, "claude_agent_sdk")
             spec.fence = lambda: self.ledger.superseded(claim)
             options = build_options(self.settings, self.layout, spec, tools.server())
             result = await run_session(prompt, options, timeout=left)
@@ -223,15 +247,31 @@ class WorkerService(Service):
         return RetryLater(max(0.0, until - now) + self._jitter(), reason)
 
     async def _finish(self, claim: Claim, record: RunRecord, outcome: str, started: float, *,
-                      request: RunRequest, error: str | None = None,
-                      limit: str | None = None) -> RetryLater | Permanent | None:
-        """Record a terminal outcome: file, daily log, ledger, metrics, event. Acks the message."""
+                      request: RunRequest, error: str | None = None, limit: str | None = None,
+                      cause: str | None = None) -> RetryLater | Permanent | None:
+        """Record a terminal outcome: file, daily log, ledger, metrics, event. Acks the message.
+
+        A record the home cannot take (full, read-only) still ends the run: the ledger and the
+        event say `failed` and why, and the operator gets one alert per cause.
+        """
         record = record.model_copy(update={
             "outcome": outcome, "error": self.redact(error) if error else None,
             "finished_at": datetime.now(UTC), "duration_s": round(time.monotonic() - started, 3)})
         await self.ledger.check(claim)
-        write_record(self.layout, record)
-        append_daily_log(self.layout, record)
+        try:
+            write_record(self.layout, record)
+            append_daily_log(self.layout, record)
+        except Exception as exc:
+            cause = exhaustion(exc)
+            if cause is None:
+                raise
+            reason = f"{cause.replace('_', ' ')}: could not write the run record: {exc}"
+            log.error("run record not written", extra={"run_id": record.run_id, "error": str(exc)})
+            outcome = "failed"
+            record = record.model_copy(update={"outcome": outcome, "error": self.redact(
+                f"{record.error}; {reason}" if record.error and record.outcome == "failed" else reason)})
+        if cause:
+            await self._resource_alert(cause, record)
         status = {"done": "done", "turn_cap": "turn_cap"}.get(outcome, "failed")
         await self.ledger.update(claim, status=status, error=record.error)
         self.m_runs.labels(record.task, outcome).inc()
@@ -246,6 +286,9 @@ class WorkerService(Service):
             data["error"] = record.error
         if limit:
             data["limit"] = limit
+        if cause:
+            data["cause"] = "resource"
+            data["resource"] = cause
         kind = "run.finished" if outcome == "done" else "run.failed"
         summary = f"{record.task} {outcome}" + (f": {record.error}" if record.error else "")
         await self.bus.emit(self.bus.event(kind, summary[:300], task=record.task, run_id=record.run_id,
@@ -253,6 +296,15 @@ class WorkerService(Service):
                                            data=data))
         log.info("run finished", extra={"run_id": record.run_id, "outcome": outcome})
         return None
+
+    async def _resource_alert(self, cause: str, record: RunRecord) -> None:
+        if not self.alerts.open(cause):
+            return
+        await self.bus.emit(self.bus.event(
+            "alert", f"Runs are failing: {cause.replace('_', ' ')} in {self.layout.root} "
+            f"({record.error})"[:300], severity="critical", task=record.task, run_id=record.run_id,
+            data={"kind": f"resource.{cause}", "cause": cause, "error": record.error,
+                  "home": str(self.layout.root)}))
 
     async def _emit_failed(self, request: RunRequest, outcome: str, error: str) -> None:
         await self.bus.emit(self.bus.event(

@@ -34,6 +34,7 @@ from koda.shared.secrets import Redactor
 from koda.shared.tasks import Task
 
 from .prompt import read_learnings
+from .records import write_text_atomic
 
 log = logging.getLogger(__name__)
 CONSOLIDATE_SKILL = "consolidate-learnings"
@@ -79,9 +80,7 @@ class KodaTools:
             return _error("name must be a plain file name like post.md (no folders)")
         self.drafts.mkdir(parents=True, exist_ok=True)
         path = self.drafts / name
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(str(args.get("content", "")), encoding="utf-8")
-        tmp.replace(path)
+        write_text_atomic(path, str(args.get("content", "")))
         rel = path.relative_to(self.layout.root).as_posix()
         if rel not in self.artifacts:
             self.artifacts.append(rel)
