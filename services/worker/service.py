@@ -282,7 +282,7 @@ class WorkerService(Service):
             "duration_s": record.duration_s, "artifacts": record.artifacts,
             "result": record.result[:RESULT_CHARS], "reply_to": request.reply_to,
             "steps": [s.id for s in record.steps]}
-        if error:
+        if record.error:
             data["error"] = record.error
         if limit:
             data["limit"] = limit
