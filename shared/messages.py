@@ -89,6 +89,8 @@ class ActionResult(Message):
     error: str | None = None
     duplicate: bool = False
     finished_at: datetime = Field(default_factory=utcnow)
+    cause: str | None = Field(default=None, description="Why it failed, when no retry can help: "
+                              "missing_secret, no_handler, config, unapproved.")
 
 
 class ScrapeRequest(Message):
@@ -197,6 +199,10 @@ class RunLedgerEntry(Message):
     error: str | None = None
     claims: int = Field(default=0, description="Times the run was found cut short mid-run.")
     continuations: int = Field(default=0, description="Turn-cap continuations used in this step.")
+    attempts: int | None = Field(default=None, description="Attempts the task allows (retries.max + 1).")
+    next_attempt_at: datetime | None = Field(default=None, description="When a failed attempt is retried.")
+    cause: str | None = Field(default=None, description="Why it failed when no retry can help "
+                              "(config, missing_secret, no_handler, unknown_task, resource).")
     fence: int = Field(default=0, description="Fencing token: +1 at every claim. An attempt "
                        "whose token is no longer the ledger's may not act (tools, actions, record).")
 

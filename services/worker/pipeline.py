@@ -58,6 +58,7 @@ class RunOutcome:
     output_tokens: int = 0
     error: str | None = None
     last: SessionResult | None = None
+    cause: str | None = None  # set when no retry can help (missing_secret, no_handler, config)
 
     def add(self, result: SessionResult) -> None:
         self.turns += result.turns
