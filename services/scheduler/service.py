@@ -61,7 +61,8 @@ class SchedulerService(Service):
 
     async def setup(self) -> None:
         self.metrics = SchedulerMetrics(self.registry)
-        self.watch = TasksFileWatch(HomeLayout(self.settings.expanded_home()).tasks)
+        self.watch = TasksFileWatch(HomeLayout(self.settings.expanded_home()).tasks,
+                                    self.settings.expanded_state())
         await self._reload()
         self.paused, self.active = PausedTasks(), ActiveRuns()
         for kv, pattern, view in ((self.bus.kv["scheduler"], "pause.*", self.paused),
@@ -200,6 +201,7 @@ class SchedulerService(Service):
         if isinstance(loaded, ConfigError):
             await self._report_invalid(loaded)
             return
+        broken = self.watch.good.error  # set when we started on a broken file: the saved copy runs
         first = self.tasks_file is None
         old = self.heap.tasks
         self.tasks_file = loaded
@@ -220,6 +222,8 @@ class SchedulerService(Service):
         if not first:
             log.info("tasks.json reloaded", extra={"scheduled": len(new)})
         self.wake.set()
+        if broken is not None:
+            await self._report_invalid(broken)
 
     async def _report_invalid(self, exc: ConfigError) -> None:
         problems = [str(p) for p in exc.problems]
