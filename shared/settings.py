@@ -54,6 +54,9 @@ class KodaSettings(BaseSettings):
     watchdog_poll_interval: float = Field(default=0.2, gt=0, description="How often it looks.")
     watchdog_verify_delay: float = Field(default=30.0, ge=0, description="Re-check after a fix.")
     crash_loop_restarts: int = Field(default=3, ge=1, description="N restarts in the window...")
+    self_heal_per_hour: int = Field(default=2, ge=0, description="Most self-heal agent runs an hour.")
+    self_heal_spend_day_usd: float = Field(default=2.0, ge=0,
+                                           description="Self-heal agent spend cap per day.")
     crash_loop_window: float = Field(default=300.0, gt=0, description="...of M seconds: a loop.")
     # Actions and scraper
     chromium_path: Path = Field(default=Path("/usr/bin/chromium"),

@@ -22,12 +22,13 @@ from koda.shared.settings import SERVICES
 from koda.stack import read_restarts
 
 from . import heal
-from .classify import classify, classify_text
+from .classify import CAUSE_CLASSES, classify, classify_text
 from .evidence import Evidence, restarts_in_window, tail
 from .incidents import Incident
 from .metrics import WatchdogMetrics
 from .probes import Probes
 from .restarts import RestartCollector
+from .selfheal import SelfHealGate
 from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class WatchdogService(Service):
         self.seen_restarts = {n: int(e.get("restarts", 0))
                               for n, e in read_restarts(self.settings).items()}
         self.probes = Probes(self.settings, self.bus, self.registry)
+        self.self_heal = SelfHealGate(self.settings, self.layout)
         watcher = await self.bus.kv["health"].watchall()
         self.stack.push_async_callback(watcher.stop)
         self._watch_task = asyncio.create_task(self._watch_heartbeats(watcher))
@@ -158,7 +160,12 @@ class WatchdogService(Service):
             if state in DOWN_STATES and await self.supervisor.start(service):
                 self.metrics.heal_actions.labels("restart").inc()
                 await self._step(incident, "restarted it through supervisord")
+            refusal = self.self_heal.refusal() if failure == "unknown" else None
+            if refusal is not None and "self-heal" not in incident.extra:
+                incident.extra["self-heal"] = None
+                await self._step(incident, f"no self-heal run: {refusal}")
             if failure == "unknown" and "self-heal" not in incident.extra:
+                self.self_heal.took()
                 run_id = await heal.queue_self_heal(
                     self.bus, f"{service} failed: {reason}",
                     incident.evidence.as_data(self.redact, lines=50))
@@ -264,6 +271,11 @@ class WatchdogService(Service):
             return  # never answer a failed self-heal run with another one
         error = str(data.get("error") or event.summary)
         failure, reason = classify_text(error, data.get("exit_code"))
+        cause = data.get("cause")
+        if cause in CAUSE_CLASSES:  # the worker named it: no guessing from the text
+            failure, reason = CAUSE_CLASSES[cause], str(data.get("resource") or cause)
+        elif data.get("outcome") in ("turn_cap", "refused"):
+            failure, reason = "limit", str(data.get("outcome"))  # a limit did its job
         site = data.get("site")
         key = f"site:{site}" if site else f"task:{event.task or data.get('name', '?')}"
         if key in self.incidents:
@@ -288,6 +300,13 @@ class WatchdogService(Service):
             incident.healthy_at = time.time() if result.ok else None
             await self._report(incident, holds=result.ok)
         elif incident.failure == "unknown":
+            refusal = self.self_heal.refusal()
+            if refusal is not None:
+                await self._step(incident, f"no self-heal run: {refusal}")
+                incident.outcome = "recorded"
+                self.metrics.incidents.labels(incident.failure, "recorded").inc()
+                return
+            self.self_heal.took()
             run_id = await heal.queue_self_heal(
                 self.bus, f"{incident.key} failed: {incident.reason}",
                 incident.evidence.as_data(self.redact) if incident.evidence else {})
@@ -295,9 +314,17 @@ class WatchdogService(Service):
             self.metrics.heal_actions.labels("self_heal_run").inc()
             incident.outcome = "recorded"
             await self._report(incident, holds=False)
-        else:
-            incident.outcome = "recorded"
+        elif incident.failure == "limit":
+            incident.outcome = "recorded"  # a turn cap or spend cap did its job
             self.metrics.incidents.labels(incident.failure, "recorded").inc()
+        else:
+            # A person must act (a secret, a handler, the config, a login, the disk, the API
+            # unreachable): one alert per cause an hour, however many runs fail for it.
+            incident.outcome = "escalated"
+            if self.self_heal.alert_due(f"{incident.failure}:{incident.reason}"):
+                await self._report(incident, holds=False)
+            else:
+                self.metrics.incidents.labels(incident.failure, "coalesced").inc()
 
 
 SERVICE = WatchdogService
