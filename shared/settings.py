@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Service names, in start order; each has a folder under services/ and a port offset.
@@ -110,6 +110,13 @@ class KodaSettings(BaseSettings):
     claude_sandbox: bool = Field(
         default=True, description="Run the agent's Bash in the CLI's bubblewrap sandbox, where .env and "
         "cookies are unreadable whatever the command (about 0.3 s per session; needs bwrap and socat).")
+
+    @model_validator(mode="after")
+    def _clients_follow_the_port(self) -> KodaSettings:
+        """`KODA_NATS_PORT` alone moves the server and every client with it."""
+        if "nats_port" in self.model_fields_set and "nats_url" not in self.model_fields_set:
+            self.nats_url = f"nats://127.0.0.1:{self.nats_port}"
+        return self
 
     def expanded_home(self) -> Path:
         return self.home.expanduser().resolve()

@@ -25,19 +25,19 @@ KODA = str(Path(sys.executable).parent / "koda")
 
 @pytest.fixture
 def small_home(wsettings: KodaSettings, tmp_path: Path) -> Iterator[KodaSettings]:
-    """The initialised home copied onto an 8 MB tmpfs of its own."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
+    """The initialised home, moved onto an 8 MB tmpfs mounted at its own path."""
+    home = wsettings.expanded_home()
+    saved = tmp_path / "home-saved"
+    shutil.copytree(home, saved, symlinks=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(home)],
                           capture_output=True, text=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
-        home = mount / "home"
-        shutil.copytree(wsettings.expanded_home(), home, symlinks=True)
-        yield wsettings.model_copy(update={"home": home})
+        shutil.copytree(saved, home, symlinks=True, dirs_exist_ok=True)
+        yield wsettings
     finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+        subprocess.run(["umount", "-l", str(home)], check=False)
 
 
 def fill(path: Path) -> None:
@@ -65,7 +65,7 @@ async def test_an_unwritable_home_fails_the_run_once_and_says_why(
         if fault == "full":
             fill(home / "filler.bin")
         else:
-            subprocess.run(["mount", "-o", "remount,ro", str(home.parent)], check=True)
+            subprocess.run(["mount", "-o", "remount,ro", str(home)], check=True)
         return Text("chores done")
 
     fake_api.script = script
