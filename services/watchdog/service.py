@@ -32,6 +32,8 @@ from .selfheal import SelfHealGate
 from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
+#: The incident key of a NATS outage, which every service's lapsed heartbeats join.
+BUS_INCIDENT = "nats"
 DOWN_STATES = {"EXITED", "BACKOFF", "FATAL", "UNKNOWN"}
 
 
@@ -48,6 +50,8 @@ class WatchdogService(Service):
         self.seen_restarts = {n: int(e.get("restarts", 0))
                               for n, e in read_restarts(self.settings).items()}
         self.probes = Probes(self.settings, self.bus, self.registry)
+        self._reconnects = 0
+        self._bus_dropped_at: float | None = None
         self.self_heal = SelfHealGate(self.settings, self.layout)
         watcher = await self.bus.kv["health"].watchall()
         self.stack.push_async_callback(watcher.stop)
@@ -98,7 +102,21 @@ class WatchdogService(Service):
                 return beat
         return None
 
+    def _note_bus(self) -> None:
+        """Remember when our own NATS connection last dropped (a NATS restart or outage)."""
+        nc = self.bus.nc
+        reconnects = int(nc.stats.get("reconnects", 0))
+        if reconnects != self._reconnects or not nc.is_connected:
+            self._reconnects = reconnects
+            self._bus_dropped_at = time.time()
+
+    def _bus_outage(self) -> bool:
+        """True while heartbeats lapsing can be the bus's doing, not the services'."""
+        grace = self.settings.heartbeat_ttl * 2 + 10
+        return self._bus_dropped_at is not None and time.time() - self._bus_dropped_at < grace
+
     async def _tick(self) -> None:
+        self._note_bus()
         procs = await self.supervisor.processes() if self.supervisor.available else {}
         restarts = read_restarts(self.settings) if procs else {}
         for service in SERVICES:
@@ -244,9 +262,31 @@ class WatchdogService(Service):
         if not seen or self._fresh_beat(service) is not None:
             if service in self.incidents and self._fresh_beat(service) is not None:
                 incident = self.incidents.pop(service)
+                if incident.key == BUS_INCIDENT:  # one report when the last service is back
+                    incident.act(f"{service}: heartbeats are back")
+                    if any(i is incident for k, i in self.incidents.items() if k != BUS_INCIDENT):
+                        return
+                    self.incidents.pop(BUS_INCIDENT, None)
+                    incident.outcome, incident.healthy_at = "healed", time.time()
+                    await self._report(incident, holds=True)
+                    return
                 incident.outcome, incident.healthy_at = "healed", time.time()
                 incident.act("heartbeats are back (restarted by its container policy)")
                 await self._report(incident, holds=True)
+            return
+        if service not in self.incidents and self._bus_outage():
+            # Every service's heartbeats lapse when NATS restarts: one incident, not one each.
+            bus = self.incidents.get(BUS_INCIDENT)
+            if bus is None:
+                bus = Incident(key=BUS_INCIDENT, detected_at=time.monotonic(),
+                               failed_at=self._bus_dropped_at or time.time(),
+                               detected_wall=time.time(), failure="transient",
+                               reason="the NATS connection dropped (a NATS restart or outage)")
+                bus.extra["services"] = []
+                self.incidents[BUS_INCIDENT] = bus
+            bus.extra["services"].append(service)
+            bus.act(f"{service}: no heartbeat while NATS was away")
+            self.incidents[service] = bus
             return
         if service not in self.incidents:
             incident = Incident(key=service, detected_at=time.monotonic(), failed_at=time.time(),
