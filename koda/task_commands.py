@@ -64,11 +64,15 @@ async def _run(settings: Any, task: str, wait: bool, timeout: float) -> int:
 
         async def on_event(msg: Any) -> None:
             event = Event.from_bytes(msg.data)
-            if event.run_id == run_id and not finished.done():
-                finished.set_result(event)
+            if event.run_id != run_id or finished.done():
+                return
+            if event.event == "run.retrying":  # "attempt 1/3 failed: reason; next in 120 s"
+                print(f"{run_id}: {event.data.get('note') or event.summary}", flush=True)
+                return
+            finished.set_result(event)
 
         if wait:  # listen before publishing, so even an instant run is not missed
-            for end in ("finished", "failed"):  # done, or any other outcome
+            for end in ("finished", "failed", "retrying"):  # done, any other outcome, a retry
                 await bus.nc.subscribe(f"koda.events.run.{end}", cb=on_event)
             await bus.nc.flush()
         try:
@@ -106,6 +110,10 @@ def _outcome_line(run_id: str, data: dict[str, Any]) -> str:
         bits.append(f"${float(data['cost_usd']):.4f}")
     if data.get("duration_s") is not None:
         bits.append(f"{float(data['duration_s']):.1f}s")
+    if (data.get("attempts") or 1) > 1:
+        bits.append(f"attempt {data.get('attempt')}/{data['attempts']}")
+    if data.get("cause"):
+        bits.append(f"cause: {data['cause']}")
     return f"{run_id}: " + ", ".join(bits)
 
 

@@ -7,6 +7,7 @@ consumer.py; `Bus.consume` is its front door.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from .consumer import Delivery, Handler, WorkQueueConsumer, consumer_name, retry_delay
-from .errors import BusError, Permanent
+from .errors import BusError, ForeignStack, Permanent
 from .messages import Event, Message
 from .settings import KodaSettings
 
@@ -38,6 +39,13 @@ log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
 MAX_MESSAGE_BYTES = 1024 * 1024
+#: Stream metadata key holding the id of the home whose stack created the stream.
+HOME_KEY = "koda_home_id"
+
+
+def home_id(settings: KodaSettings) -> str:
+    """A short id of the agent home: which stack a NATS's streams belong to."""
+    return hashlib.sha256(str(settings.expanded_home()).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -121,7 +129,11 @@ class Bus:
             raise BusError(f"cannot reach NATS at {settings.nats_url}: {last_error}")
         bus = cls(nc=nc, js=nc.jetstream(), settings=settings, service=service)
         if ensure:
-            await bus.ensure()
+            try:
+                await bus.ensure()
+            except BaseException:
+                await nc.close()  # refused (another home's NATS): leave nothing open
+                raise
         return bus
 
     async def ensure(self) -> None:
@@ -138,6 +150,8 @@ class Bus:
                 discard=DiscardPolicy.OLD,
                 # The scheduler stores a second's fires as one atomic batch (one disk sync).
                 allow_atomic=True if spec.name == "RUNS" else None,
+                metadata={HOME_KEY: home_id(self.settings), "koda_home": str(
+                    self.settings.expanded_home())},
             )
             await self._ensure_stream(config)
         for kv_config in bucket_specs(self.settings):
@@ -150,7 +164,8 @@ class Bus:
         assert config.name is not None
         for _ in range(3):
             try:
-                await self.js.stream_info(config.name)
+                info = await self.js.stream_info(config.name)
+                self._check_home(info.config.metadata or {})
                 return
             except NotFoundError:
                 pass
@@ -161,6 +176,16 @@ class Bus:
                 # Another service created it between our two calls; look again.
                 await asyncio.sleep(0.05)
         raise BusError(f"could not create stream {config.name}")
+
+    def _check_home(self, metadata: dict[str, str]) -> None:
+        """Refuse a NATS whose streams a stack with another home created: two stacks on one
+        NATS would consume each other's runs. Streams made before the stamp existed pass."""
+        theirs = metadata.get(HOME_KEY)
+        if theirs is not None and theirs != home_id(self.settings):
+            raise ForeignStack(
+                f"the NATS at {self.settings.nats_url} belongs to the Koda stack of another home "
+                f"({metadata.get('koda_home', '?')}), not {self.settings.expanded_home()}: give "
+                "each stack its own NATS (KODA_NATS_PORT / KODA_NATS_URL)")
 
     async def close(self) -> None:
         """Flush what we published and leave the server cleanly."""

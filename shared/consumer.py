@@ -5,6 +5,12 @@ to be failed now; an exception is retried with exponential delay. A message that
 last allowed delivery, or that JetStream gives up on because no handler ever answered (a crash
 or a hang each time, reported by its max-deliveries advisory), becomes a `message.failed`
 event.
+
+Poison is bounded: a message that does not decode (bad JSON, a field out of its pattern such
+as a run id that is no KV key, an unknown `schema_version`) or that the handler calls
+`Permanent` is terminated on its first delivery; a handler that keeps raising is given up
+after `CRASH_LIMIT` deliveries. Messages waiting out a `RetryLater` delay still count as
+unacknowledged, so the window is wide: a pile of delayed retries never blocks new work.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 from pydantic import ValidationError
 
-from .errors import Permanent, RetryLater
+from .errors import Permanent, RetryLater, Superseded
 from .messages import FailedMessage, Message
 
 if TYPE_CHECKING:
@@ -30,6 +36,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("koda.shared.bus")
 
 M = TypeVar("M", bound=Message)
+#: Deliveries after which a handler that raised every time is given up on.
+CRASH_LIMIT = 10
+#: Unacknowledged messages (in hand plus delayed retries) the consumer may hold. Only the
+#: semaphore bounds concurrency; this only has to be wider than any pile of delayed retries.
+MAX_ACK_PENDING = 1024
 
 
 def consumer_name(stream: str) -> str:
@@ -83,7 +94,7 @@ class WorkQueueConsumer(Generic[M]):
             ack_wait=self.ack_wait,
             max_deliver=self.max_deliver,
             filter_subject=self.subject,
-            max_ack_pending=max(self.concurrency * 4, 16),
+            max_ack_pending=max(self.concurrency * 4, MAX_ACK_PENDING),
         )
         sub = await self.bus.js.pull_subscribe(self.subject, durable=self.durable,
                                                stream=self.stream, config=config)
@@ -123,19 +134,23 @@ class WorkQueueConsumer(Generic[M]):
             outcome = await self.handler(Delivery(message, raw.subject, attempt, self.max_deliver, raw))
         except (RetryLater, Permanent) as exc:
             outcome = exc
+        except Superseded as exc:
+            log.warning("delivery superseded; leaving it to the newer attempt",
+                        extra={"subject": raw.subject, "reason": str(exc)})
+            return
         except asyncio.CancelledError:
             # Shutdown cut this handler short: let JetStream deliver it again soon.
             await _quietly(raw.nak(delay=1.0))
             raise
         except Exception as exc:  # a handler bug must not kill the consumer
             log.exception("handler failed", extra={"subject": raw.subject, "attempt": attempt})
-            outcome = RetryLater(retry_delay(attempt), f"{type(exc).__name__}: {exc}")
+            outcome = _Crash(retry_delay(attempt), f"{type(exc).__name__}: {exc}")
         finally:
             slots.release()
         try:
             if outcome is None:
                 await raw.ack()
-            elif isinstance(outcome, RetryLater) and attempt < self.max_deliver:
+            elif isinstance(outcome, RetryLater) and attempt < self._limit(outcome):
                 await raw.nak(delay=outcome.delay)
             else:
                 await self._fail(raw.subject, raw.data, attempt, str(outcome),
@@ -143,6 +158,9 @@ class WorkQueueConsumer(Generic[M]):
                 await raw.term()
         except Exception:  # ack lost: JetStream redelivers after ack_wait
             log.warning("could not acknowledge", extra={"subject": raw.subject}, exc_info=True)
+
+    def _limit(self, outcome: RetryLater) -> int:
+        return min(self.max_deliver, CRASH_LIMIT) if isinstance(outcome, _Crash) else self.max_deliver
 
     async def _fail(self, subject: str, data: bytes, deliveries: int, error: str,
                     seq: int | None) -> None:
@@ -176,6 +194,10 @@ class WorkQueueConsumer(Generic[M]):
                              "no answer from any handler (crashed or timed out each time)", seq)
 
         return await self.bus.nc.subscribe(subject, queue=f"{self.durable}-advisory", cb=on_advisory)
+
+
+class _Crash(RetryLater):
+    """A handler raised: retried, but only up to CRASH_LIMIT deliveries."""
 
 
 def _task_from_subject(subject: str) -> str | None:

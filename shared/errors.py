@@ -55,3 +55,16 @@ class Permanent(KodaError):
 
     def __str__(self) -> str:
         return self.reason
+
+
+class Superseded(KodaError):
+    """Raised by a handler whose delivery was taken over by a newer one (the run's fencing
+    token moved on): the message is neither acknowledged nor put back, the newer attempt owns it."""
+
+
+class ForeignStack(BusError):
+    """The NATS holds the streams of a Koda stack with another home."""
+
+
+class PortInUse(KodaError):
+    """A service's health/metrics port is taken (a second copy of it on this host)."""

@@ -10,7 +10,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: The newest wire schema this code understands. A message from a newer writer is refused
+#: (terminated with `message.failed`), never half-understood.
+SCHEMA_VERSION = 1
+#: A run id is a KV key, a file name (`data/runs/<run id>.json`) and part of subjects: dotted
+#: tokens of letters, digits, `_` and `-`.
+RUN_ID_PATTERN = r"^[A-Za-z0-9_-]{1,100}(\.[A-Za-z0-9_-]{1,100}){0,4}$"
 
 
 def utcnow() -> datetime:
@@ -23,7 +30,15 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
     #: The subject family this model travels on, for documentation and typed helpers.
     kind: ClassVar[str] = ""
-    schema_version: int = 1
+    schema_version: int = SCHEMA_VERSION
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if not 1 <= value <= SCHEMA_VERSION:
+            raise ValueError(f"schema_version {value} is not one this service understands "
+                             f"(1 to {SCHEMA_VERSION})")
+        return value
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
@@ -48,8 +63,8 @@ class RunRequest(Message):
     """Run a task now: published on `koda.runs.<task>` to the RUNS work queue."""
 
     kind: ClassVar[str] = "runs"
-    task: str
-    run_id: str
+    task: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    run_id: str = Field(pattern=RUN_ID_PATTERN)
     scheduled_for: datetime
     trigger: Trigger = "cron"
     attempt: int = 1
@@ -83,6 +98,8 @@ class ActionResult(Message):
     error: str | None = None
     duplicate: bool = False
     finished_at: datetime = Field(default_factory=utcnow)
+    cause: str | None = Field(default=None, description="Why it failed, when no retry can help: "
+                              "missing_secret, no_handler, config, unapproved.")
 
 
 class ScrapeRequest(Message):
@@ -191,6 +208,12 @@ class RunLedgerEntry(Message):
     error: str | None = None
     claims: int = Field(default=0, description="Times the run was found cut short mid-run.")
     continuations: int = Field(default=0, description="Turn-cap continuations used in this step.")
+    attempts: int | None = Field(default=None, description="Attempts the task allows (retries.max + 1).")
+    next_attempt_at: datetime | None = Field(default=None, description="When a failed attempt is retried.")
+    cause: str | None = Field(default=None, description="Why it failed when no retry can help "
+                              "(config, missing_secret, no_handler, unknown_task, resource).")
+    fence: int = Field(default=0, description="Fencing token: +1 at every claim. An attempt "
+                       "whose token is no longer the ledger's may not act (tools, actions, record).")
 
 
 class RateWindow(Message):

@@ -9,6 +9,7 @@ work, cancels what is left (logging it), drains NATS and exits 0.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -23,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
 from .bus import Bus
-from .errors import ConfigError
+from .errors import BusError, ConfigError, ForeignStack, PortInUse
 from .httpserver import HealthServer
 from .jsonlog import setup_logging
 from .messages import Heartbeat
@@ -135,7 +136,15 @@ class Service:
                 self.settings.http_host, self.settings.service_port(self.name),
                 self.registry, self._health,
             )
-            await http.start()
+            try:
+                await http.start()
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                raise PortInUse(
+                    f"port {http.port} ({self.settings.http_host}) is in use: another {self.name} "
+                    "of this stack probably runs on this host already. One per host; a second "
+                    "stack needs its own KODA_PORT_BASE and NATS") from exc
             self.stack.push_async_callback(http.stop)
             heartbeat = asyncio.create_task(self._heartbeat_loop())
             self.stack.push_async_callback(_cancel, heartbeat)
@@ -205,6 +214,9 @@ def run_service(cls: type[Service], settings: KodaSettings | None = None) -> Non
         for problem in exc.problems:
             logging.getLogger(cls.name).error(f"config error: {problem}")
         code = EXIT_CONFIG
+    except (PortInUse, BusError) as exc:  # a clear line, not a traceback
+        logging.getLogger(cls.name).error(f"cannot start: {exc}")
+        code = EXIT_CONFIG if isinstance(exc, (PortInUse, ForeignStack)) else 1
     except Exception:  # a crash must leave one clear line in the error log
         logging.getLogger(cls.name).exception("service crashed")
         code = 1

@@ -72,6 +72,9 @@ class KodaSettings(BaseSettings):
     watchdog_poll_interval: float = Field(default=0.2, gt=0, description="How often it looks.")
     watchdog_verify_delay: float = Field(default=30.0, ge=0, description="Re-check after a fix.")
     crash_loop_restarts: int = Field(default=3, ge=1, description="N restarts in the window...")
+    self_heal_per_hour: int = Field(default=2, ge=0, description="Most self-heal agent runs an hour.")
+    self_heal_spend_day_usd: float = Field(default=2.0, ge=0,
+                                           description="Self-heal agent spend cap per day.")
     crash_loop_window: float = Field(default=300.0, gt=0, description="...of M seconds: a loop.")
     # Actions and scraper
     chromium_path: Path = Field(default=Path("/usr/bin/chromium"),
@@ -134,6 +137,13 @@ class KodaSettings(BaseSettings):
     claude_sandbox: bool = Field(
         default=True, description="Run the agent's Bash in the CLI's bubblewrap sandbox, where .env and "
         "cookies are unreadable whatever the command (about 0.3 s per session; needs bwrap and socat).")
+
+    @model_validator(mode="after")
+    def _clients_follow_the_port(self) -> KodaSettings:
+        """`KODA_NATS_PORT` alone moves the server and every client with it."""
+        if "nats_port" in self.model_fields_set and "nats_url" not in self.model_fields_set:
+            self.nats_url = f"nats://127.0.0.1:{self.nats_port}"
+        return self
 
     def expanded_home(self) -> Path:
         return self.home.expanduser().resolve()

@@ -121,7 +121,8 @@ class ActionsService(Service):
             env = script_environment(spec, self.layout, env_file, extra,
                                      script_home(self.settings.expanded_state(), spec))
         except MissingSecret as exc:
-            return Executed(self._result(request, ok=False, error=str(exc)), "missing_secret")
+            return Executed(self._result(request, ok=False, error=str(exc), cause="missing_secret"),
+                            "missing_secret")
         run = await run_script(spec, self.layout, env, request.args, progress=delivery.progress)
         auth_retry = False
         if run.auth_failed(spec.auth_errors):
@@ -200,8 +201,10 @@ class ActionsService(Service):
 
     async def _refuse(self, request: ActionRequest, refused: Refused) -> None:
         log.warning("action refused", extra={"action": request.name, "reason": refused.reason})
-        await self._announce(request, self._result(request, ok=False, error=refused.reason),
-                             refused.outcome)
+        # The worker fails a script task at once for these: no retry makes them work.
+        cause = {"unknown": "no_handler", "config_error": "config"}.get(refused.outcome, refused.outcome)
+        await self._announce(request, self._result(request, ok=False, error=refused.reason,
+                                                   cause=cause), refused.outcome)
 
     # --- results ----------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 Every scheduler instance pulls from one durable consumer, so each event is counted once; the
 count lives in the `scheduler` KV (`failures.<task>`, compare-and-set) so it survives restarts
 and leader changes. A run ends in `run.finished` (outcome done) or `run.failed` (any other
-outcome); a `data.outcome` other than "done" is a failure, whichever event carries it.
+outcome); a `data.outcome` other than "done" is a failure, whichever event carries it,
+except one caused by invalid config (`data.cause` = "config"), which never counts.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ class FailureCounter:
                 if count:
                     await self.kv.put(key, b"0")
                 return
+            if event.data.get("cause") == "config":
+                return  # a broken tasks.json is the file's fault, not the task's: never a pause
             count += 1
             task = self.lookup(event.task)
             threshold = task.pause_after_failures if task else None

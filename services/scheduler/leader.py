@@ -28,6 +28,9 @@ class LeaderLock:
         self.ttl = ttl
         self.held = False
         self._revision: int | None = None
+        #: When we took over from a holder whose claim lapsed: the time of its last renewal.
+        #: It led, and so fired, until then; fire records may lag behind that (records.py).
+        self.predecessor_alive_until: float | None = None
 
     def _record(self) -> bytes:
         return json.dumps({"instance": self.instance, "expires_at": time.time() + self.ttl}).encode()
@@ -46,6 +49,8 @@ class LeaderLock:
             holder = json.loads(entry.value)
             if holder.get("instance") == self.instance or holder.get("expires_at", 0) < time.time():
                 self._revision = await self.kv.update(KEY, self._record(), last=entry.revision)
+                if holder.get("instance") != self.instance and not self.held:
+                    self.predecessor_alive_until = float(holder.get("expires_at", 0)) - self.ttl
                 return self._set(True)
             return self._set(False)
         except (KeyWrongLastSequenceError, ValueError):

@@ -1,18 +1,24 @@
-"""Hot reload of tasks.json by mtime polling: one `stat` per interval, nothing when unchanged."""
+"""Hot reload of tasks.json by mtime polling: one `stat` per interval, nothing when unchanged.
+
+Each good version is saved in the state folder, so a scheduler that restarts on a broken file
+runs the last good schedule (and reports the file) instead of none.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from koda.shared.errors import ConfigError
-from koda.shared.tasks import TasksFile, load_tasks
+from koda.shared.lastgood import LastGood
+from koda.shared.tasks import TasksFile, parse_tasks
 
 
 class TasksFileWatch:
     """Notices when tasks.json changed and loads it; never raises on a bad file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, state_dir: Path) -> None:
         self.path = path
+        self.good = LastGood(path, state_dir, "scheduler", parse_tasks)
         self._seen: tuple[int, int] | None = None
 
     def _stamp(self) -> tuple[int, int]:
@@ -26,9 +32,14 @@ class TasksFileWatch:
         return self._stamp() != self._seen
 
     def load(self) -> TasksFile | ConfigError:
-        """The file as it is now (a `ConfigError` when it cannot be used); marks it seen."""
+        """The file as it is now (a `ConfigError` when it cannot be used; the saved last good
+        version when nothing was loaded yet, with `good.error` set); marks it seen."""
         self._seen = self._stamp()
+        had = self.good.value is not None
         try:
-            return load_tasks(self.path)
+            value = self.good.load()
         except ConfigError as exc:
             return exc
+        if self.good.error is not None and had:
+            return self.good.error  # the schedule in hand is the last good one already
+        return value

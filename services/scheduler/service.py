@@ -11,9 +11,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from koda.shared.errors import ConfigError
@@ -60,7 +61,8 @@ class SchedulerService(Service):
 
     async def setup(self) -> None:
         self.metrics = SchedulerMetrics(self.registry)
-        self.watch = TasksFileWatch(HomeLayout(self.settings.expanded_home()).tasks)
+        self.watch = TasksFileWatch(HomeLayout(self.settings.expanded_home()).tasks,
+                                    self.settings.expanded_state())
         await self._reload()
         self.paused, self.active = PausedTasks(), ActiveRuns()
         for kv, pattern, view in ((self.bus.kv["scheduler"], "pause.*", self.paused),
@@ -151,13 +153,19 @@ class SchedulerService(Service):
         """Become the firing instance: apply catch-up from each task's last recorded fire."""
         now = self.clock.now()
         records = await self._fire_records()
+        # A crashed leader fired everything due while it still renewed its claim; its fire
+        # records may lag behind that, so fires up to its last renewal are not "missed".
+        alive = self.lock.predecessor_alive_until
+        self.lock.predecessor_alive_until = None
+        floor = datetime.fromtimestamp(alive, UTC) if alive else None
         jobs = []
         for sched in self.heap.tasks.values():
             record = records.get(sched.id)
             if record is None:
                 self.firer.record(sched.id, now, "", "baseline")
                 continue
-            plan = plan_catch_up(sched, record.last_fire, now)
+            since = max(record.last_fire, floor) if floor and floor < now else record.last_fire
+            plan = plan_catch_up(sched, since, now)
             if plan is not None:
                 jobs.append(self._apply_plan(sched, plan))
         await asyncio.gather(*jobs)
@@ -165,15 +173,21 @@ class SchedulerService(Service):
         self.leading.set()
 
     async def _apply_plan(self, sched: ScheduledTask, plan: CatchUpPlan) -> None:
-        self.metrics.missed.labels(sched.id, plan.policy).inc(plan.missed)
         decisions = [await self.firer.fire(sched, t, t, "catch_up") for t in plan.run]
         if not plan.run or plan.run[-1] != plan.last_missed:
             self.firer.record(sched.id, plan.last_missed, fire_ids(sched.id, plan.last_missed)[0],
                               "dropped")
+        # A fire JetStream already held (its message id) was not missed: the last leader fired it.
+        duplicates = decisions.count("duplicate")
+        plan = dataclasses.replace(plan, missed=plan.missed - duplicates, run=[
+            t for t, d in zip(plan.run, decisions, strict=True) if d != "duplicate"])
+        self.metrics.missed.labels(sched.id, plan.policy).inc(plan.missed)
+        if plan.missed == 0:
+            return  # nothing was missed after all: no event
         log.info(plan.describe())
         await self.bus.emit(self.bus.event(
             "scheduler.catch_up", plan.describe(), task=sched.id,
-            data={**plan.event_data(), "decisions": decisions}))
+            data={**plan.event_data(), "decisions": decisions, "already_fired": duplicates}))
 
     async def _fire_records(self) -> dict[str, SchedulerFire]:
         records: dict[str, SchedulerFire] = {}
@@ -200,6 +214,7 @@ class SchedulerService(Service):
         if isinstance(loaded, ConfigError):
             await self._report_invalid(loaded)
             return
+        broken = self.watch.good.error  # set when we started on a broken file: the saved copy runs
         first = self.tasks_file is None
         old = self.heap.tasks
         self.tasks_file = loaded
@@ -220,6 +235,8 @@ class SchedulerService(Service):
         if not first:
             log.info("tasks.json reloaded", extra={"scheduled": len(new)})
         self.wake.set()
+        if broken is not None:
+            await self._report_invalid(broken)
 
     async def _report_invalid(self, exc: ConfigError) -> None:
         problems = [str(p) for p in exc.problems]

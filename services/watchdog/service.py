@@ -22,15 +22,18 @@ from koda.shared.settings import SERVICES
 from koda.shared.supervision import read_restarts
 
 from . import heal
-from .classify import classify, classify_text
+from .classify import CAUSE_CLASSES, classify, classify_text
 from .evidence import Evidence, restarts_in_window, tail
 from .incidents import Incident
 from .metrics import WatchdogMetrics
 from .probes import Probes
 from .restarts import RestartCollector
+from .selfheal import SelfHealGate
 from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
+#: The incident key of a NATS outage, which every service's lapsed heartbeats join.
+BUS_INCIDENT = "nats"
 DOWN_STATES = {"EXITED", "BACKOFF", "FATAL", "UNKNOWN"}
 
 
@@ -47,6 +50,9 @@ class WatchdogService(Service):
         self.seen_restarts = {n: int(e.get("restarts", 0))
                               for n, e in read_restarts(self.settings).items()}
         self.probes = Probes(self.settings, self.bus, self.registry)
+        self._reconnects = 0
+        self._bus_dropped_at: float | None = None
+        self.self_heal = SelfHealGate(self.settings, self.layout)
         watcher = await self.bus.kv["health"].watchall()
         self.stack.push_async_callback(watcher.stop)
         self._watch_task = asyncio.create_task(self._watch_heartbeats(watcher))
@@ -96,7 +102,21 @@ class WatchdogService(Service):
                 return beat
         return None
 
+    def _note_bus(self) -> None:
+        """Remember when our own NATS connection last dropped (a NATS restart or outage)."""
+        nc = self.bus.nc
+        reconnects = int(nc.stats.get("reconnects", 0))
+        if reconnects != self._reconnects or not nc.is_connected:
+            self._reconnects = reconnects
+            self._bus_dropped_at = time.time()
+
+    def _bus_outage(self) -> bool:
+        """True while heartbeats lapsing can be the bus's doing, not the services'."""
+        grace = self.settings.heartbeat_ttl * 2 + 10
+        return self._bus_dropped_at is not None and time.time() - self._bus_dropped_at < grace
+
     async def _tick(self) -> None:
+        self._note_bus()
         procs = await self.supervisor.processes() if self.supervisor.available else {}
         restarts = read_restarts(self.settings) if procs else {}
         for service in SERVICES:
@@ -158,7 +178,12 @@ class WatchdogService(Service):
             if state in DOWN_STATES and await self.supervisor.start(service):
                 self.metrics.heal_actions.labels("restart").inc()
                 await self._step(incident, "restarted it through supervisord")
+            refusal = self.self_heal.refusal() if failure == "unknown" else None
+            if refusal is not None and "self-heal" not in incident.extra:
+                incident.extra["self-heal"] = None
+                await self._step(incident, f"no self-heal run: {refusal}")
             if failure == "unknown" and "self-heal" not in incident.extra:
+                self.self_heal.took()
                 run_id = await heal.queue_self_heal(
                     self.bus, f"{service} failed: {reason}",
                     incident.evidence.as_data(self.redact, lines=50))
@@ -237,9 +262,31 @@ class WatchdogService(Service):
         if not seen or self._fresh_beat(service) is not None:
             if service in self.incidents and self._fresh_beat(service) is not None:
                 incident = self.incidents.pop(service)
+                if incident.key == BUS_INCIDENT:  # one report when the last service is back
+                    incident.act(f"{service}: heartbeats are back")
+                    if any(i is incident for k, i in self.incidents.items() if k != BUS_INCIDENT):
+                        return
+                    self.incidents.pop(BUS_INCIDENT, None)
+                    incident.outcome, incident.healthy_at = "healed", time.time()
+                    await self._report(incident, holds=True)
+                    return
                 incident.outcome, incident.healthy_at = "healed", time.time()
                 incident.act("heartbeats are back (restarted by its container policy)")
                 await self._report(incident, holds=True)
+            return
+        if service not in self.incidents and self._bus_outage():
+            # Every service's heartbeats lapse when NATS restarts: one incident, not one each.
+            bus = self.incidents.get(BUS_INCIDENT)
+            if bus is None:
+                bus = Incident(key=BUS_INCIDENT, detected_at=time.monotonic(),
+                               failed_at=self._bus_dropped_at or time.time(),
+                               detected_wall=time.time(), failure="transient",
+                               reason="the NATS connection dropped (a NATS restart or outage)")
+                bus.extra["services"] = []
+                self.incidents[BUS_INCIDENT] = bus
+            bus.extra["services"].append(service)
+            bus.act(f"{service}: no heartbeat while NATS was away")
+            self.incidents[service] = bus
             return
         if service not in self.incidents:
             incident = Incident(key=service, detected_at=time.monotonic(), failed_at=time.time(),
@@ -264,6 +311,11 @@ class WatchdogService(Service):
             return  # never answer a failed self-heal run with another one
         error = str(data.get("error") or event.summary)
         failure, reason = classify_text(error, data.get("exit_code"))
+        cause = data.get("cause")
+        if cause in CAUSE_CLASSES:  # the worker named it: no guessing from the text
+            failure, reason = CAUSE_CLASSES[cause], str(data.get("resource") or cause)
+        elif data.get("outcome") in ("turn_cap", "refused"):
+            failure, reason = "limit", str(data.get("outcome"))  # a limit did its job
         site = data.get("site")
         key = f"site:{site}" if site else f"task:{event.task or data.get('name', '?')}"
         if key in self.incidents:
@@ -288,6 +340,13 @@ class WatchdogService(Service):
             incident.healthy_at = time.time() if result.ok else None
             await self._report(incident, holds=result.ok)
         elif incident.failure == "unknown":
+            refusal = self.self_heal.refusal()
+            if refusal is not None:
+                await self._step(incident, f"no self-heal run: {refusal}")
+                incident.outcome = "recorded"
+                self.metrics.incidents.labels(incident.failure, "recorded").inc()
+                return
+            self.self_heal.took()
             run_id = await heal.queue_self_heal(
                 self.bus, f"{incident.key} failed: {incident.reason}",
                 incident.evidence.as_data(self.redact) if incident.evidence else {})
@@ -295,9 +354,17 @@ class WatchdogService(Service):
             self.metrics.heal_actions.labels("self_heal_run").inc()
             incident.outcome = "recorded"
             await self._report(incident, holds=False)
-        else:
-            incident.outcome = "recorded"
+        elif incident.failure == "limit":
+            incident.outcome = "recorded"  # a turn cap or spend cap did its job
             self.metrics.incidents.labels(incident.failure, "recorded").inc()
+        else:
+            # A person must act (a secret, a handler, the config, a login, the disk, the API
+            # unreachable): one alert per cause an hour, however many runs fail for it.
+            incident.outcome = "escalated"
+            if self.self_heal.alert_due(f"{incident.failure}:{incident.reason}"):
+                await self._report(incident, holds=False)
+            else:
+                self.metrics.incidents.labels(incident.failure, "coalesced").inc()
 
 
 SERVICE = WatchdogService

@@ -4,6 +4,11 @@ It is what makes a run resumable and done once: a worker claims a run before it 
 terminal entry means "already done, acknowledge and move on"), records every finished step, and
 writes the terminal status only after the run record is on disk. Every write is a
 compare-and-set on the entry's revision, so two workers never both believe they own a run.
+
+Every claim also bumps the entry's fencing token (`fence`). An attempt checks that the ledger
+still holds its token before each side effect (a tool call, an action request, the record), so
+an older attempt that is somehow still alive (a stalled worker whose delivery was handed to
+another) acts no more once a newer one has claimed the run.
 """
 
 from __future__ import annotations
@@ -14,11 +19,11 @@ from typing import Any
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from koda.shared.errors import KodaError
+from koda.shared.errors import Superseded
 from koda.shared.messages import RUN_TERMINAL, RunLedgerEntry, utcnow
 
 
-class LedgerConflict(KodaError):
+class LedgerConflict(Superseded):
     """Someone else changed the entry between our read and our write."""
 
 
@@ -52,7 +57,8 @@ class Ledger:
         for _ in range(5):
             found = await self.get(run_id)
             if found is None:
-                entry = RunLedgerEntry(run_id=run_id, task=task, status="running", worker=self.worker)
+                entry = RunLedgerEntry(run_id=run_id, task=task, status="running", worker=self.worker,
+                                       fence=1)
                 try:
                     revision = await self.kv.create(run_id, entry.to_bytes())
                 except KeyWrongLastSequenceError:
@@ -64,7 +70,8 @@ class Ledger:
             # Found "running": its worker stopped mid-run (a crash or a missed ack deadline).
             crashes = current.claims + (1 if current.status == "running" else 0)
             entry = current.model_copy(update={"status": "running", "worker": self.worker,
-                                               "claims": crashes, "updated_at": utcnow()})
+                                               "claims": crashes, "fence": current.fence + 1,
+                                               "updated_at": utcnow()})
             try:
                 new_revision = await self.kv.update(run_id, entry.to_bytes(), last=revision)
             except KeyWrongLastSequenceError:
@@ -81,3 +88,20 @@ class Ledger:
             raise LedgerConflict(entry.run_id) from exc
         claim.entry = entry
         return entry
+
+    async def superseded(self, claim: Claim) -> str | None:
+        """Why this attempt may no longer act on its run (None: it still owns it)."""
+        found = await self.get(claim.entry.run_id)
+        if found is None:
+            return "the run's ledger entry is gone"
+        current, _ = found
+        if current.fence != claim.entry.fence:
+            return (f"superseded: attempt {claim.entry.fence} of {claim.entry.run_id} was taken "
+                    f"over by attempt {current.fence} ({current.worker})")
+        return None
+
+    async def check(self, claim: Claim) -> None:
+        """Raise Superseded unless this attempt still owns the run."""
+        reason = await self.superseded(claim)
+        if reason:
+            raise Superseded(reason)

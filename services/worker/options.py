@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import subprocess
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from koda.shared.home import HomeLayout
 from koda.shared.secrets import read_env_file
 from koda.shared.settings import KodaSettings
 
+from .cli_process import launcher
 from .guard import check_tool
 
 log = logging.getLogger(__name__)
@@ -255,6 +257,8 @@ class SessionSpec:
     gated: list[str]
     resume: str | None = None
     model: str | None = None  # admission's cheaper model; None = the configured one
+    #: Checked before every tool call: a reason when this attempt no longer owns the run.
+    fence: Callable[[], Awaitable[str | None]] | None = None
 
 
 def build_options(settings: KodaSettings, layout: HomeLayout, spec: SessionSpec,
@@ -265,8 +269,9 @@ def build_options(settings: KodaSettings, layout: HomeLayout, spec: SessionSpec,
     home = layout.root
 
     async def guard_hook(hook_input: Any, tool_use_id: str | None, context: Any) -> Any:
-        reason = check_tool(str(hook_input.get("tool_name", "")),
-                            dict(hook_input.get("tool_input") or {}), home, spec.gated)
+        reason = await spec.fence() if spec.fence else None
+        reason = reason or check_tool(str(hook_input.get("tool_name", "")),
+                                      dict(hook_input.get("tool_input") or {}), home, spec.gated)
         if reason is None:
             return {}
         return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "deny",
@@ -301,4 +306,5 @@ def build_options(settings: KodaSettings, layout: HomeLayout, spec: SessionSpec,
         sandbox=sandbox,
         resume=spec.resume,
         stderr=stderr,
+        cli_path=launcher(settings.expanded_state()),
     )

@@ -61,6 +61,7 @@ class RunOutcome:
     last: SessionResult | None = None
     window: dict[str, object] | None = None  # the last RateLimitEvent of any session
     models: dict[str, dict[str, float]] = field(default_factory=dict)
+    cause: str | None = None  # set when no retry can help (missing_secret, no_handler, config)
 
     def add(self, result: SessionResult) -> None:
         self.window = result.window or self.window

@@ -10,10 +10,12 @@ events, in that order. The SDK is imported at the first run, not at start.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import random
 import time
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -21,10 +23,13 @@ from prometheus_client import Counter, Gauge, Histogram
 from koda.shared.bus import Delivery
 from koda.shared.errors import ConfigError, Permanent, RetryLater
 from koda.shared.home import LEARNINGS_CAP, HomeLayout
+from koda.shared.lastgood import LastGood
 from koda.shared.messages import ActionRequest, ActionResult, RunRequest
 from koda.shared.service import Service
-from koda.shared.tasks import Task, TasksFile, load_tasks
+from koda.shared.tasks import Task, parse_tasks
 
+from .admission import Admission
+from .cli_process import launcher
 from .ledger import Claim, Ledger
 from .limits import Limits
 from .options import SessionSpec, build_options, config_dir, sandbox_problem, sandbox_refusal
@@ -32,14 +37,27 @@ from .pipeline import Pipeline, RunOutcome
 from .prompt import read_learnings, system_prompt
 from .quota import Quota
 from .records import RunRecord, append_daily_log, write_record
+from .resources import CAUSES as RESOURCE_CAUSE_BY_ERRNO
+from .resources import AlertGate, exhaustion
 from .session import SessionResult, run_session
 from .tools import CONSOLIDATE_SKILL, KodaTools
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Unrunnable(Permanent):
+    """A run no retry can help (its task is unknown, tasks.json unusable): fails at once."""
+
+    cause: str = "config"
+
 #: JetStream's own delivery bound for RUNS. Pauses re-queue a run without it being a failure,
 #: so the worker counts failures (task retries) and crashes (ledger claims) itself.
 CONSUMER_MAX_DELIVER = 1000
 RESULT_CHARS = 1800
+#: Failure causes no retry can help: the run fails on its first attempt, with the reason.
+NO_RETRY = frozenset({"missing_secret", "no_handler", "config", "unapproved", "unknown_task"})
+RESOURCE_CAUSES = frozenset(RESOURCE_CAUSE_BY_ERRNO.values()) | {"out_of_memory"}
 
 
 class WorkerService(Service):
@@ -53,7 +71,12 @@ class WorkerService(Service):
             await asyncio.to_thread(sandbox_problem)  # probe once, off the event loop
         self.ledger = Ledger(self.bus.kv["runs"], self.instance)
         self.limits = Limits(self.bus.kv["limits"], self.settings)
-        self._tasks: tuple[float, TasksFile] | None = None
+        self.tasks = LastGood(self.layout.tasks, self.settings.expanded_state(), self.name,
+                              parse_tasks)
+        self._tasks_stamp: int | None = None
+        self.alerts = AlertGate()
+        # Probes unshare/setpriv once, off the loop, before the first run needs the launcher.
+        await asyncio.to_thread(launcher, self.settings.expanded_state())
         r = self.registry
         self.quota = Quota(self.bus, self.settings, self.limits, self.layout, r)
         self.m_runs = Counter("koda_runs_total", "Runs finished, by outcome", ["task", "outcome"], registry=r)
@@ -88,20 +111,27 @@ class WorkerService(Service):
     # --- one delivery ----------------------------------------------------------------------
 
     def task_for(self, task_id: str) -> Task:
-        """The task from tasks.json (last good version if it broke); a skill name works too."""
+        """The task from tasks.json (the last good version if it broke, also across restarts);
+        a skill name works too. Raises `Unrunnable` (with its cause) when no retry can help."""
         try:
-            mtime = self.layout.tasks.stat().st_mtime
-            if self._tasks is None or self._tasks[0] != mtime:
-                self._tasks = (mtime, load_tasks(self.layout.tasks))
-        except (ConfigError, FileNotFoundError) as exc:
-            if self._tasks is None:
-                raise Permanent(f"tasks.json unusable: {exc}") from exc
-            log.warning("tasks.json unusable, using the last good version: %s", exc)
-        task = self._tasks[1].get(task_id) if self._tasks else None
+            stamp: int | None = self.layout.tasks.stat().st_mtime_ns
+        except OSError:
+            stamp = None
+        if stamp != self._tasks_stamp or self.tasks.value is None:
+            self._tasks_stamp = stamp
+            try:
+                self.tasks.load()
+            except ConfigError as exc:
+                raise Unrunnable(f"tasks.json unusable: {exc}", "config") from exc
+            if self.tasks.error is not None:
+                log.warning("tasks.json unusable, running on the last good version: %s",
+                            self.tasks.error)
+        task = self.tasks.value.get(task_id) if self.tasks.value else None
         if task is None and self.layout.skill(task_id).is_file():
             task = Task(id=task_id, skill=task_id)  # e.g. consolidate-learnings, queued by a tool
         if task is None:
-            raise Permanent(f"no task {task_id!r} in tasks.json and no skill of that name")
+            raise Unrunnable(f"no task {task_id!r} in tasks.json and no skill of that name",
+                             "unknown_task")
         return task
 
     def _jitter(self) -> float:
@@ -112,14 +142,14 @@ class WorkerService(Service):
         started_at, started = datetime.now(UTC), time.monotonic()
         try:
             task = self.task_for(request.task)
-        except Permanent as exc:
-            await self._emit_failed(request, "failed", str(exc))
+        except Unrunnable as exc:
+            await self._emit_failed(request, "failed", str(exc), cause=exc.cause)
             return exc
         refusal = await self.limits.check()
         if refusal is not None and refusal.retry_in is not None:
             return RetryLater(refusal.retry_in + self._jitter(), refusal.message)
         admission = None if refusal or task.script else await self.quota.admit(
-            task, request, self._tasks[1].timezone if self._tasks else "UTC")
+            task, request, self.tasks.value.timezone if self.tasks.value else "UTC")
         if admission is not None and admission.decision == "skip":
             await self.bus.emit(self.bus.event(
                 "run.skipped", f"{task.id} skipped: {admission.reason}"[:300], task=task.id,
@@ -141,6 +171,21 @@ class WorkerService(Service):
         if not task.script and (why := sandbox_refusal(self.settings)) is not None:
             await self._sandbox_alert(why)
             return await self._finish(claim, base, "failed", started, error=why, request=request)
+        try:
+            return await self._run_claimed(delivery, task, claim, base, started, admission)
+        except Exception as exc:
+            cause = exhaustion(exc)
+            if cause is None:
+                raise
+            # A full disk or read-only home does not heal by delivering the run again.
+            log.error("run hit %s", cause, extra={"run_id": request.run_id}, exc_info=True)
+            return await self._finish(claim, base, "failed", started, request=request,
+                                      error=f"{cause.replace('_', ' ')}: {exc}", cause=cause)
+
+    async def _run_claimed(self, delivery: Delivery[RunRequest], task: Task, claim: Claim,
+                           base: RunRecord, started: float,
+                           admission: Admission | None) -> RetryLater | Permanent | None:
+        request = delivery.message
         if claim.entry.claims > self.settings.max_deliver:
             return await self._finish(claim, base, "failed", started, request=request,
                                       error=f"cut short {claim.entry.claims} times (a crash each time?)")
@@ -149,7 +194,8 @@ class WorkerService(Service):
             data={"trigger": request.trigger, "step": claim.entry.step, "resumed": claim.resumed,
                   "steps_done": claim.entry.steps_done}))
         tools = KodaTools(self.bus, self.layout, task, request.run_id, self.redact,
-                          self.settings.worker_tool_timeout)
+                          self.settings.worker_tool_timeout,
+                          fence=lambda: self.ledger.superseded(claim))
         ticker = asyncio.create_task(self._progress(delivery))
         try:
             if task.script:
@@ -167,17 +213,13 @@ class WorkerService(Service):
             ticker.cancel()
         if task.id != CONSOLIDATE_SKILL and read_learnings(self.layout)[1] > LEARNINGS_CAP:
             await tools.queue_consolidation()  # also when the agent edited learnings.md itself
-        if outcome.cost_usd:
-            await self.limits.add_spend(outcome.cost_usd)
-            self.m_cost.labels(task.id).inc(outcome.cost_usd)
-        await self.quota.account(task, outcome, self._tasks[1] if self._tasks else None)
+        await self.quota.account(task, outcome, self.tasks.value)
         if outcome.outcome == "rate_limited":
             return await self._rate_limited(task, claim, outcome)
-        if outcome.outcome == "failed" and claim.entry.attempt <= task.retries.max:
-            delay = task.retries.backoff_seconds * 2 ** (claim.entry.attempt - 1)
-            await self.ledger.update(claim, status="paused", attempt=claim.entry.attempt + 1,
-                                     error=outcome.error)
-            return RetryLater(delay, outcome.error or "failed")
+        attempts = task.retries.max + 1
+        if (outcome.outcome == "failed" and outcome.cause not in NO_RETRY
+                and claim.entry.attempt < attempts):
+            return await self._retry(task, claim, outcome, attempts)
         record = base.model_copy(update={
             "turns": outcome.turns, "cost_usd": round(outcome.cost_usd, 6),
             "input_tokens": outcome.input_tokens, "output_tokens": outcome.output_tokens,
@@ -185,15 +227,41 @@ class WorkerService(Service):
                                                                          outcome)),
             "steps": outcome.steps, "result": self.redact(outcome.text)[:20_000]})
         return await self._finish(claim, record, outcome.outcome, started, error=outcome.error,
-                                  request=request)
+                                  request=request, cause=outcome.cause, attempts=attempts)
+
+    async def _retry(self, task: Task, claim: Claim, outcome: RunOutcome,
+                     attempts: int) -> RetryLater:
+        """Put a failed attempt back for later, saying so where people look: the ledger (which
+        the run record and console read), a `run.retrying` event and `koda run --wait`."""
+        attempt = claim.entry.attempt
+        delay = task.retries.backoff_seconds * 2 ** (attempt - 1)
+        reason = self.redact(outcome.error or "failed")
+        note = f"attempt {attempt}/{attempts} failed: {reason}; next in {delay:.0f} s"
+        next_at = datetime.now(UTC) + timedelta(seconds=delay)
+        await self.ledger.update(claim, status="paused", attempt=attempt + 1, error=note,
+                                 attempts=attempts, next_attempt_at=next_at)
+        await self.bus.emit(self.bus.event(
+            "run.retrying", note[:300], severity="warning", task=task.id, run_id=claim.entry.run_id,
+            data={"attempt": attempt, "attempts": attempts, "error": reason, "next_in_s": delay,
+                  "next_attempt_at": next_at.isoformat(), "note": note}))
+        return RetryLater(delay, note)
 
     def _pipeline(self, task: Task, request: RunRequest, claim: Claim, tools: KodaTools) -> Pipeline:
         def on_step(step: str) -> None:
             tools.step = step
 
         async def session(prompt: str, spec: SessionSpec, left: float) -> SessionResult:
+            await self.ledger.check(claim)  # no model request from an attempt taken over
+            # The first import of the SDK takes seconds on a busy host: off the loop, so the
+            # progress acks go on and JetStream does not hand the run to a second attempt.
+            await asyncio.to_thread(importlib.import_module, "claude_agent_sdk")
+            spec.fence = lambda: self.ledger.superseded(claim)
             options = build_options(self.settings, self.layout, spec, tools.server())
-            return await run_session(prompt, options, timeout=left)
+            result = await run_session(prompt, options, timeout=left)
+            if result.cost_usd:  # counted per session: an attempt cut short later still paid
+                await self.limits.add_spend(result.cost_usd)
+                self.m_cost.labels(task.id).inc(result.cost_usd)
+            return result
 
         return Pipeline(task, request, self.ledger, claim, self.layout.drafts / request.run_id,
                         lambda skill: system_prompt(self.layout, skill), session, on_step)
@@ -201,6 +269,7 @@ class WorkerService(Service):
     async def _script(self, task: Task, request: RunRequest, claim: Claim, tools: KodaTools) -> RunOutcome:
         """A script task runs no model: the actions service runs the script, once per attempt."""
         key = f"run:{request.run_id}:{claim.entry.attempt}"
+        await self.ledger.check(claim)
         action = ActionRequest(name=f"script.{task.script}", idempotency_key=key, run_id=request.run_id,
                                requested_by=f"task:{task.id}")
         reply = await tools.request_reply(f"koda.actions.script.{task.script}", action, ActionResult,
@@ -209,7 +278,7 @@ class WorkerService(Service):
             return RunOutcome("failed",
                               error=f"no answer from the actions service in {task.timeout_seconds}s")
         if not reply.ok:
-            return RunOutcome("failed", text=reply.output,
+            return RunOutcome("failed", text=reply.output, cause=reply.cause,
                               error=reply.error or f"script exited with {reply.exit_code}")
         return RunOutcome("done", text=reply.output)
 
@@ -250,16 +319,36 @@ class WorkerService(Service):
         return RetryLater(max(0.0, until - now) + self._jitter(), reason)
 
     async def _finish(self, claim: Claim, record: RunRecord, outcome: str, started: float, *,
-                      request: RunRequest, error: str | None = None,
-                      limit: str | None = None) -> RetryLater | Permanent | None:
-        """Record a terminal outcome: file, daily log, ledger, metrics, event. Acks the message."""
+                      request: RunRequest, error: str | None = None, limit: str | None = None,
+                      cause: str | None = None,
+                      attempts: int | None = None) -> RetryLater | Permanent | None:
+        """Record a terminal outcome: file, daily log, ledger, metrics, event. Acks the message.
+
+        A record the home cannot take (full, read-only) still ends the run: the ledger and the
+        event say `failed` and why, and the operator gets one alert per cause.
+        """
         record = record.model_copy(update={
             "outcome": outcome, "error": self.redact(error) if error else None,
             "finished_at": datetime.now(UTC), "duration_s": round(time.monotonic() - started, 3)})
-        write_record(self.layout, record)
-        append_daily_log(self.layout, record)
+        await self.ledger.check(claim)
+        try:
+            write_record(self.layout, record)
+            append_daily_log(self.layout, record)
+        except Exception as exc:
+            cause = exhaustion(exc)
+            if cause is None:
+                raise
+            reason = f"{cause.replace('_', ' ')}: could not write the run record: {exc}"
+            log.error("run record not written", extra={"run_id": record.run_id, "error": str(exc)})
+            outcome = "failed"
+            record = record.model_copy(update={"outcome": outcome, "error": self.redact(
+                f"{record.error}; {reason}" if record.error and record.outcome == "failed" else reason)})
+        resource = cause in RESOURCE_CAUSES
+        if resource and cause:
+            await self._resource_alert(cause, record)
         status = {"done": "done", "turn_cap": "turn_cap"}.get(outcome, "failed")
-        await self.ledger.update(claim, status=status, error=record.error)
+        await self.ledger.update(claim, status=status, error=record.error,
+                                 cause="resource" if resource else cause, next_attempt_at=None)
         self.m_runs.labels(record.task, outcome).inc()
         self.m_duration.labels(record.task).observe(record.duration_s)
         self.m_turns.labels(record.task).observe(record.turns)
@@ -268,10 +357,15 @@ class WorkerService(Service):
             "duration_s": record.duration_s, "artifacts": record.artifacts,
             "result": record.result[:RESULT_CHARS], "reply_to": request.reply_to,
             "steps": [s.id for s in record.steps]}
-        if error:
+        if record.error:
             data["error"] = record.error
         if limit:
             data["limit"] = limit
+        data["attempt"], data["attempts"] = claim.entry.attempt, attempts or claim.entry.attempts
+        if resource:
+            data["cause"], data["resource"] = "resource", cause
+        elif cause:
+            data["cause"] = cause
         kind = "run.finished" if outcome == "done" else "run.failed"
         summary = f"{record.task} {outcome}" + (f": {record.error}" if record.error else "")
         await self.bus.emit(self.bus.event(kind, summary[:300], task=record.task, run_id=record.run_id,
@@ -280,11 +374,22 @@ class WorkerService(Service):
         log.info("run finished", extra={"run_id": record.run_id, "outcome": outcome})
         return None
 
-    async def _emit_failed(self, request: RunRequest, outcome: str, error: str) -> None:
+    async def _resource_alert(self, cause: str, record: RunRecord) -> None:
+        if not self.alerts.open(cause):
+            return
+        await self.bus.emit(self.bus.event(
+            "alert", f"Runs are failing: {cause.replace('_', ' ')} in {self.layout.root} "
+            f"({record.error})"[:300], severity="critical", task=record.task, run_id=record.run_id,
+            data={"kind": f"resource.{cause}", "cause": cause, "error": record.error,
+                  "home": str(self.layout.root)}))
+
+    async def _emit_failed(self, request: RunRequest, outcome: str, error: str,
+                           cause: str | None = None) -> None:
         await self.bus.emit(self.bus.event(
             "run.failed", f"{request.task} {outcome}: {error}"[:300], severity="warning",
             task=request.task, run_id=request.run_id,
-            data={"outcome": outcome, "error": error, "reply_to": request.reply_to}))
+            data={"outcome": outcome, "error": error, "reply_to": request.reply_to,
+                  "cause": cause, "attempt": 1}))
 
     async def _quiet_update(self, claim: Claim, **changes: Any) -> None:
         try:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -66,6 +67,8 @@ class KodaTools:
     timeout: float
     step: str = "main"
     artifacts: list[str] = field(default_factory=list)
+    #: A reason when this attempt no longer owns its run (the ledger's fencing token moved on).
+    fence: Callable[[], Awaitable[str | None]] | None = None
 
     @property
     def drafts(self) -> Any:
@@ -216,7 +219,8 @@ class KodaTools:
                  "selectors": {"type": "object", "additionalProperties": {"type": "string"}}},
               "required": ["site"]}, self.scrape),
         ]
-        tools = [tool(name, desc, schema)(_logged(name, fn)) for name, desc, schema, fn in specs]
+        tools = [tool(name, desc, schema)(_logged(name, fn, self.fence))
+                 for name, desc, schema, fn in specs]
         return create_sdk_mcp_server("koda", "1.0.0", tools)
 
 
@@ -231,9 +235,12 @@ def _untrusted(source: str, text: str, redact: Redactor, is_error: bool) -> Resu
     return _error(body) if is_error else _ok(body)
 
 
-def _logged(name: str, fn: Any) -> Any:
+def _logged(name: str, fn: Any, fence: Callable[[], Awaitable[str | None]] | None = None) -> Any:
     async def call(args: dict[str, Any]) -> Result:
         try:
+            superseded = await fence() if fence else None
+            if superseded:
+                return _error(f"{name} refused: {superseded}")
             result: Result = await fn(args)
             return result
         except Exception as exc:

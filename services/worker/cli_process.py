@@ -1,0 +1,84 @@
+"""The Claude CLI dies with its worker.
+
+The SDK starts the CLI as a plain child: when a worker is killed (`kill -9`, the OOM killer) the
+CLI is re-parented to init and its session goes on, running tool calls a redelivered attempt
+runs again and spending money no cap counts. So the CLI is started through a launcher that
+sets the kernel's parent-death signal (`setpriv --pdeathsig KILL`, util-linux, present on every
+Debian base): the kernel kills it the moment the worker's thread that started it is gone.
+
+The CLI's own children (the sandbox's socat bridges, Bash tools, MCP servers) do not inherit
+that signal, so where the host allows it the CLI also runs as process 1 of its own PID
+namespace (`unshare --pid --fork --kill-child`): when it dies the kernel kills every process
+in that namespace, the whole tree at once. Without that permission (an unprivileged container)
+the CLI still dies with the worker and a warning says its helpers may not.
+
+The launcher is a small shell script in the state folder (outside the agent's reach), passed
+to the SDK as `cli_path`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+LAUNCHER = "claude-launcher"
+
+
+def bundled_cli() -> Path | None:
+    """The CLI the SDK would start: its bundled one, else `claude` on PATH."""
+    spec = importlib.util.find_spec("claude_agent_sdk")  # found, not imported: it is heavy
+    origin = spec.origin if spec else None
+    bundled = Path(origin).parent / "_bundled" / "claude" if origin else None
+    if bundled is not None and bundled.is_file():
+        return bundled
+    found = shutil.which("claude")
+    return Path(found) if found else None
+
+
+@functools.cache
+def launcher(state_dir: Path) -> str | None:
+    """The path of the launcher (written once per process), or None when it cannot be made:
+    then the SDK starts the CLI itself and a killed worker may leave it running (logged)."""
+    setpriv, cli = shutil.which("setpriv"), bundled_cli()
+    if setpriv is None or cli is None:
+        log.warning("setpriv (util-linux) or the Claude CLI not found: a killed worker's CLI "
+                    "would outlive it")
+        return None
+    folder = state_dir / "run"
+    path = folder / LAUNCHER
+    command = [setpriv, "--pdeathsig", "KILL", "--", *_namespace(), str(cli)]
+    body = ("#!/bin/sh\n# Written by the Koda worker: the CLI and its children get SIGKILL when "
+            f"the worker dies.\nexec {shlex.join(command)} \"$@\"\n")
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = folder / f".{LAUNCHER}.{os.getpid()}"
+        tmp.write_text(body, encoding="utf-8")
+        tmp.chmod(0o700)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot write %s (%s): a killed worker's CLI would outlive it", path, exc)
+        return None
+    return str(path)
+
+
+def _namespace() -> list[str]:
+    """`unshare` arguments that make the CLI the init of its own PID namespace, if allowed here."""
+    unshare = shutil.which("unshare")
+    if unshare:
+        argv = [unshare, "--pid", "--fork", "--kill-child=KILL", "--"]
+        try:
+            probe = subprocess.run([*argv, "true"], capture_output=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            probe = None
+        if probe is not None and probe.returncode == 0:
+            return argv
+    log.warning("cannot start the CLI in a PID namespace of its own (unshare --pid refused): "
+                "a killed worker's CLI dies with it, but helpers the CLI started may not")
+    return []
