@@ -45,6 +45,8 @@ class KodaSettings(BaseSettings):
     drain_timeout: float = Field(default=20.0, ge=0, description="SIGTERM waits this long for work.")
     max_deliver: int = Field(default=5, ge=1, description="Deliveries before a message is failed.")
     events_max_age_days: int = 30
+    transcript_max_age_days: float = Field(
+        default=30.0, gt=0, description="Run transcripts (state dir) are deleted after this.")
     env: str = Field(default="development", description="development or production.")
     scheduler_leader_ttl: float = Field(
         default=10.0, gt=0, description="A scheduler leader lock not renewed for this long is taken over.")

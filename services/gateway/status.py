@@ -18,12 +18,13 @@ from nats.js.errors import KeyNotFoundError, NoKeysError
 
 from koda.shared import cron
 from koda.shared.bus import Bus
+from koda.shared.cron_words import describe
 from koda.shared.health import read_heartbeats
 from koda.shared.home import HomeLayout
-from koda.shared.messages import RunLedgerEntry, SchedulerFire
+from koda.shared.messages import LimitsRecord, RunLedgerEntry, SchedulerFire
 from koda.shared.settings import SERVICES
 
-from .controls import load_tasks_or_none
+from .controls import tasks_in_force
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 MAX_FILE_BYTES = 256 * 1024
@@ -35,6 +36,10 @@ class ServiceRow:
     instances: int
     age_s: float | None
     status: str
+    pid: int | None = None
+    uptime_s: float | None = None
+    restarts: int | None = None
+    detail: str = ""
 
 
 @dataclass
@@ -47,6 +52,9 @@ class TaskRow:
     last_run: RunLedgerEntry | None
     paused_by: str | None
     gated: list[str] = field(default_factory=list)
+    schedule: str = "manual only"
+    zone: str = "UTC"
+    pause_reason: str = ""
 
 
 @dataclass
@@ -62,14 +70,54 @@ async def services(bus: Bus, now: datetime | None = None) -> list[ServiceRow]:
     """One row per known service: live instances and the age of the newest heartbeat."""
     now = now or datetime.now(UTC)
     beats = await read_heartbeats(bus)
-    rows = []
+    restarts = _restarts(bus)
+    rows = [await _nats_row(bus, restarts)]
     for name in SERVICES:
-        mine = [b for b in beats if b.service == name]
+        mine = sorted((b for b in beats if b.service == name), key=lambda b: b.at, reverse=True)
         age = min(((now - b.at).total_seconds() for b in mine), default=None)
         fresh = age is not None and age < bus.settings.heartbeat_ttl
         status = (mine[0].status if len(mine) == 1 else "ok") if fresh else "down"
-        rows.append(ServiceRow(name, len(mine), None if age is None else max(0.0, age), status))
+        newest = mine[0] if mine else None
+        rows.append(ServiceRow(
+            name, len(mine), None if age is None else max(0.0, age), status,
+            pid=newest.pid if newest else None,
+            uptime_s=(now - newest.started_at).total_seconds() if newest and fresh else None,
+            restarts=restarts.get(name), detail=newest.detail if newest else ""))
     return rows
+
+
+def _restarts(bus: Bus) -> dict[str, int]:
+    """Restart counts the local supervisor's listener keeps (absent in compose: Prometheus has
+    them there as koda_service_restarts_total)."""
+    try:
+        data = json.loads(bus.settings.restarts_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: int(v.get("restarts", 0)) for k, v in data.items() if isinstance(v, dict)}
+
+
+async def _nats_row(bus: Bus, restarts: dict[str, int]) -> ServiceRow:
+    """NATS itself: up while this connection is, with JetStream's own account numbers."""
+    nc = bus.nc
+    if not nc.is_connected:
+        return ServiceRow("nats", 0, None, "down", restarts=restarts.get("nats"))
+    detail = f"server {nc.connected_server_version}"
+    try:
+        info = await bus.js.account_info()
+        detail += (f", {info.streams} streams, {info.storage / 1e6:.1f} MB stored")
+    except Exception as exc:
+        detail += f", JetStream: {exc}"
+    return ServiceRow("nats", 1, 0.0, "ok", restarts=restarts.get("nats"), detail=detail)
+
+
+async def limits(bus: Bus) -> LimitsRecord:
+    raw = await _kv_json(bus, "limits", "state")
+    try:
+        return LimitsRecord.from_bytes(raw) if raw else LimitsRecord()
+    except ValueError:
+        return LimitsRecord()
 
 
 async def _kv_json(bus: Bus, bucket: str, key: str) -> bytes | None:
@@ -100,9 +148,10 @@ async def ledger(bus: Bus) -> list[RunLedgerEntry]:
 
 async def tasks(bus: Bus, home: HomeLayout, now: datetime | None = None
                 ) -> tuple[list[TaskRow], str | None]:
-    """Every task with its next fire, last fire, last run and pause; plus a tasks.json error."""
+    """Every task with its next fire, last fire, last run and pause; plus a tasks.json error.
+    A broken file gives the error and the last good version's tasks (still in force)."""
     now = now or datetime.now(UTC)
-    parsed, error = load_tasks_or_none(home)
+    parsed, error, _ = tasks_in_force(home, bus.settings.expanded_state())
     if parsed is None:
         return [], error
     runs = await ledger(bus)
@@ -114,12 +163,25 @@ async def tasks(bus: Bus, home: HomeLayout, now: datetime | None = None
         fire_raw = await _kv_json(bus, "scheduler", f"fire.{task.id}")
         pause_raw = await _kv_json(bus, "scheduler", f"pause.{task.id}")
         pause = json.loads(pause_raw) if pause_raw else None
+        zone = task.timezone or parsed.timezone
         rows.append(TaskRow(
             id=task.id, cron=task.cron, enabled=task.enabled, next_fire=next_fire,
             last_fire=SchedulerFire.from_bytes(fire_raw).last_fire if fire_raw else None,
             last_run=next((r for r in runs if r.task == task.id), None),
-            paused_by=pause.get("paused_by") if pause else None, gated=list(task.gated)))
+            paused_by=pause.get("paused_by") if pause else None, gated=list(task.gated),
+            schedule=describe(spec, zone) if spec else "manual only", zone=zone,
+            pause_reason=str(pause.get("reason") or "") if pause else ""))
     return rows, error
+
+
+def config_problems(home: HomeLayout) -> list[str]:
+    """What `koda doctor` finds in the home, one line each (cheap: files only)."""
+    from koda.shared.doctor import check_home
+
+    try:
+        return [str(p) for p in check_home(home)]
+    except Exception as exc:  # a check that breaks must not take the page down
+        return [f"the config check failed: {type(exc).__name__}: {exc}"]
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

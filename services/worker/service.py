@@ -21,10 +21,13 @@ from prometheus_client import Counter, Gauge, Histogram
 from koda.shared.bus import Delivery
 from koda.shared.errors import ConfigError, Permanent, RetryLater
 from koda.shared.home import LEARNINGS_CAP, HomeLayout
-from koda.shared.messages import ActionRequest, ActionResult, RunRequest
+from koda.shared.messages import ActionRequest, ActionResult, Event, RunLedgerEntry, RunRequest
 from koda.shared.service import Service
 from koda.shared.tasks import Task, TasksFile, load_tasks
+from koda.shared.transcript import prune
 
+from .cancel import SUBJECT as CANCEL_SUBJECT
+from .cancel import RunsInHand
 from .ledger import Claim, Ledger
 from .limits import Limits
 from .options import SessionSpec, build_options
@@ -32,6 +35,7 @@ from .pipeline import Pipeline, RunOutcome
 from .prompt import read_learnings, system_prompt
 from .records import RunRecord, append_daily_log, write_record
 from .session import SessionResult, run_session
+from .timeline import Timeline
 from .tools import CONSOLIDATE_SKILL, KodaTools
 
 log = logging.getLogger(__name__)
@@ -49,6 +53,11 @@ class WorkerService(Service):
         self.ledger = Ledger(self.bus.kv["runs"], self.instance)
         self.limits = Limits(self.bus.kv["limits"], self.settings)
         self._tasks: tuple[float, TasksFile] | None = None
+        self.in_hand = RunsInHand()
+        self._pruned_at = 0.0
+        self._prune_transcripts()
+        sub = await self.bus.nc.subscribe(CANCEL_SUBJECT, cb=self._on_cancel)
+        self.stack.push_async_callback(sub.unsubscribe)
         r = self.registry
         self.m_runs = Counter("koda_runs_total", "Runs finished, by outcome", ["task", "outcome"], registry=r)
         self.m_duration = Histogram("koda_run_duration_seconds", "Run duration", ["task"], registry=r,
@@ -128,30 +137,48 @@ class WorkerService(Service):
             "run.started", f"{task.id} started", task=task.id, run_id=request.run_id,
             data={"trigger": request.trigger, "step": claim.entry.step, "resumed": claim.resumed,
                   "steps_done": claim.entry.steps_done}))
+        timeline = Timeline(self.settings.expanded_state(), request.run_id, self.redact)
+        timeline.add("start", task=task.id, trigger=request.trigger, attempt=claim.entry.attempt,
+                     resumed=claim.resumed, step=claim.entry.step, requested_by=request.requested_by,
+                     delivery=delivery.attempt)
         tools = KodaTools(self.bus, self.layout, task, request.run_id, self.redact,
-                          self.settings.worker_tool_timeout)
+                          self.settings.worker_tool_timeout, timeline=timeline)
         ticker = asyncio.create_task(self._progress(delivery))
+        if task.script:
+            work = asyncio.ensure_future(self._script(task, request, claim, tools))
+        else:
+            pipeline = self._pipeline(task, request, claim, tools, timeline)
+            work = asyncio.ensure_future(pipeline.run(started + task.timeout_seconds))
+        self.in_hand.tasks[request.run_id] = work
         try:
-            if task.script:
-                outcome = await self._script(task, request, claim, tools)
-            else:
-                pipeline = self._pipeline(task, request, claim, tools)
-                outcome = await pipeline.run(started + task.timeout_seconds)
+            outcome = await work
         except asyncio.CancelledError:
-            # Shutdown cut the run short: leave it resumable, not "running" (which counts as a crash).
-            await asyncio.shield(self._quiet_update(claim, status="paused", error="worker stopped"))
-            raise
+            by = self.in_hand.was_cancelled(request.run_id)
+            current = asyncio.current_task()
+            if by is None or (current is not None and current.cancelling()):
+                # Shutdown cut the run short: leave it resumable, not "running" (a crash).
+                timeline.add("notice", text="the worker stopped; the run resumes on redelivery")
+                await asyncio.shield(self._quiet_update(claim, status="paused", error="worker stopped"))
+                raise
+            timeline.add("cancel", by=by)
+            outcome = RunOutcome("cancelled", error=f"cancelled by {by}")
         finally:
             ticker.cancel()
+            self.in_hand.tasks.pop(request.run_id, None)
         if task.id != CONSOLIDATE_SKILL and read_learnings(self.layout)[1] > LEARNINGS_CAP:
             await tools.queue_consolidation()  # also when the agent edited learnings.md itself
         if outcome.cost_usd:
             await self.limits.add_spend(outcome.cost_usd)
             self.m_cost.labels(task.id).inc(outcome.cost_usd)
         if outcome.outcome == "rate_limited":
-            return await self._rate_limited(task, claim, outcome)
+            retry = await self._rate_limited(task, claim, outcome)
+            timeline.add("notice", text=f"{retry.reason}; runs again in {retry.delay:.0f}s")
+            return retry
         if outcome.outcome == "failed" and claim.entry.attempt <= task.retries.max:
             delay = task.retries.backoff_seconds * 2 ** (claim.entry.attempt - 1)
+            timeline.add("notice", text=f"attempt {claim.entry.attempt} of {task.retries.max + 1} "
+                                        f"failed: {self.redact(outcome.error or 'failed')}; "
+                                        f"next attempt in {delay:.0f}s")
             await self.ledger.update(claim, status="paused", attempt=claim.entry.attempt + 1,
                                      error=outcome.error)
             return RetryLater(delay, outcome.error or "failed")
@@ -161,16 +188,23 @@ class WorkerService(Service):
             "artifacts": sorted(set(tools.artifacts) | _step_artifacts(self.layout, request.run_id,
                                                                          outcome)),
             "steps": outcome.steps, "result": self.redact(outcome.text)[:20_000]})
-        return await self._finish(claim, record, outcome.outcome, started, error=outcome.error,
-                                  request=request)
+        finished = await self._finish(claim, record, outcome.outcome, started, error=outcome.error,
+                                      request=request)
+        timeline.add("end", outcome=outcome.outcome, error=record.error if outcome.error else None,
+                     turns=record.turns, cost_usd=record.cost_usd, artifacts=record.artifacts)
+        return finished
 
-    def _pipeline(self, task: Task, request: RunRequest, claim: Claim, tools: KodaTools) -> Pipeline:
+    def _pipeline(self, task: Task, request: RunRequest, claim: Claim, tools: KodaTools,
+                  timeline: Timeline) -> Pipeline:
         def on_step(step: str) -> None:
             tools.step = step
+            timeline.step(step, claim.entry.step)
 
         async def session(prompt: str, spec: SessionSpec, left: float) -> SessionResult:
             options = build_options(self.settings, self.layout, spec, tools.server())
-            return await run_session(prompt, options, timeout=left)
+            result = await run_session(prompt, options, timeout=left, on_message=timeline.on_message)
+            timeline.session_end(result)
+            return result
 
         return Pipeline(task, request, self.ledger, claim, self.layout.drafts / request.run_id,
                         lambda skill: system_prompt(self.layout, skill), session, on_step)
@@ -226,7 +260,7 @@ class WorkerService(Service):
             "finished_at": datetime.now(UTC), "duration_s": round(time.monotonic() - started, 3)})
         write_record(self.layout, record)
         append_daily_log(self.layout, record)
-        status = {"done": "done", "turn_cap": "turn_cap"}.get(outcome, "failed")
+        status = {"done": "done", "turn_cap": "turn_cap", "cancelled": "cancelled"}.get(outcome, "failed")
         await self.ledger.update(claim, status=status, error=record.error)
         self.m_runs.labels(record.task, outcome).inc()
         self.m_duration.labels(record.task).observe(record.duration_s)
@@ -246,7 +280,56 @@ class WorkerService(Service):
                                            severity="info" if outcome == "done" else "warning",
                                            data=data))
         log.info("run finished", extra={"run_id": record.run_id, "outcome": outcome})
+        self._prune_transcripts()
         return None
+
+    def _prune_transcripts(self) -> None:
+        """Drop transcripts older than the audit log keeps events (at most once an hour)."""
+        if time.monotonic() - self._pruned_at < 3600 and self._pruned_at:
+            return
+        self._pruned_at = time.monotonic()
+        try:
+            prune(self.settings.expanded_state(), self.settings.transcript_max_age_days)
+        except OSError as exc:
+            log.warning("could not prune run transcripts: %s", exc)
+
+    async def _on_cancel(self, msg: Any) -> None:
+        """A cancel request: stop the run if it is ours; finish it if nobody holds it."""
+        try:
+            event = Event.from_bytes(msg.data)
+        except ValueError:
+            return
+        run_id, by = event.run_id, str(event.data.get("requested_by") or event.service)
+        if not run_id or self.in_hand.cancel(run_id, by):
+            return
+        try:
+            await self._cancel_idle(run_id, event.task, by)
+        except Exception as exc:  # another worker got there first, or the bus went away
+            log.info("cancel not applied here: %r", exc, extra={"run_id": run_id})
+
+    async def _cancel_idle(self, run_id: str, task: str | None, by: str) -> None:
+        found = await self.ledger.get(run_id)
+        if found is None:  # queued, not yet claimed: a terminal entry makes its delivery a no-op
+            entry = RunLedgerEntry(run_id=run_id, task=task or run_id.split(".")[0],
+                                   status="cancelled", worker=self.instance, error=f"cancelled by {by}")
+            await self.bus.kv["runs"].create(run_id, entry.to_bytes())
+        else:
+            entry, revision = found
+            if entry.status != "paused":  # running elsewhere (its worker acts) or already ended
+                return
+            await self.ledger.update(Claim(entry, revision, resumed=True), status="cancelled",
+                                     error=f"cancelled by {by}")
+            entry = entry.model_copy(update={"status": "cancelled"})
+        now = datetime.now(UTC)
+        record = RunRecord(run_id=run_id, task=entry.task, trigger="unknown", outcome="cancelled",
+                           started_at=now, error=f"cancelled by {by}")
+        write_record(self.layout, record)
+        Timeline(self.settings.expanded_state(), run_id, self.redact).add("cancel", by=by)
+        await self.bus.emit(self.bus.event(
+            "run.failed", f"{entry.task} cancelled by {by}"[:300], severity="warning",
+            task=entry.task, run_id=run_id,
+            data={"outcome": "cancelled", "error": record.error, "turns": 0, "cost_usd": 0.0,
+                  "duration_s": 0.0}))
 
     async def _emit_failed(self, request: RunRequest, outcome: str, error: str) -> None:
         await self.bus.emit(self.bus.event(
