@@ -36,6 +36,7 @@ class RunSummary:
     attempt: int | None = None
     step: int | None = None
     live: bool = False
+    result: str | None = None
 
     @property
     def tokens(self) -> int | None:
@@ -57,7 +58,7 @@ def colour(outcome: str) -> str:
         return "ok"
     if outcome in WARN:
         return "warn"
-    if outcome in LIVE:
+    if outcome in LIVE or outcome == "queued":
         return "live"
     return "bad" if outcome in BAD or outcome else "muted"
 
@@ -88,7 +89,8 @@ def from_record(data: dict[str, Any], run_id: str) -> RunSummary:
         finished_at=_time(data.get("finished_at")), duration_s=_num(data, "duration_s", float),
         turns=_num(data, "turns", int), cost_usd=_num(data, "cost_usd", float),
         input_tokens=_num(data, "input_tokens", int), output_tokens=_num(data, "output_tokens", int),
-        error=data.get("error"), attempt=_num(data, "attempt", int))
+        error=data.get("error"), attempt=_num(data, "attempt", int),
+        result=str(data["result"]) if data.get("result") else None)
 
 
 def read_records(runs_dir: Path, limit: int = 500) -> dict[str, dict[str, Any]]:

@@ -45,7 +45,7 @@ def card(h: Html, r: ApprovalRecord, drafts: dict[str, tuple[str, Path]],
     if r.id in drafts:
         link, path = drafts[r.id]
         draft = (f'<div class="small">Draft: <a href="/drafts/{quote(link)}">{h.t(r.artifact)}</a></div>'
-                 f"<pre>{h.t(preview(path, 1200))}</pre>")
+                 f'<pre class="draft">{h.t(preview(path, 1200))}</pre>')
     elif r.artifact:
         draft = f'<div class="small muted">Draft {h.t(r.artifact)} (not viewable)</div>'
     args = (f'<details id="a-{h.t(r.id)}"><summary class="small muted">arguments</summary>'

@@ -198,7 +198,12 @@ def build_app(ctx: GatewayContext, auth: ConsoleAuth) -> Starlette:
         detail = status.run_detail(ctx.home, run_id)
         entries = run_data.entries(ctx, run_id)
         if found is None and detail is None and not entries:
-            return html(h.page("Not found", f"<p>No run {h.t(run_id)}.</p>", every=None), 404)
+            task = run_id.rsplit(".", 1)[0]
+            parsed, _ = controls.load_tasks_or_none(ctx.home)
+            if parsed is None or parsed.get(task) is None:
+                return html(h.page("Not found", f"<p>No run {h.t(run_id)}.</p>", every=None), 404)
+            # Just queued (a retry, "run now"): no worker has it yet. The page waits for it.
+            found = run_data.RunSummary(run_id, task, "queued", live=True)
         found = found or run_data.RunSummary(run_id, run_id.split(".")[0], "unknown")
         approvals = [a for a in await ctx.desk.store.all() if a.run_id == run_id]
         outcomes = await run_data.action_outcomes(ctx.bus, approvals)

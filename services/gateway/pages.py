@@ -53,7 +53,7 @@ background:#f3f4f6;color:#374151;white-space:nowrap}
 .badge.warn{background:var(--warnbg);color:var(--warn)}
 .badge.live{background:var(--livebg);color:var(--live)}
 .ok{color:var(--ok)}.bad{color:var(--bad)}.warn{color:var(--warn)}.muted{color:var(--muted)}
-.small{font-size:12px}
+.small{font-size:12px}.words{white-space:pre-wrap}
 pre{background:#f9fafb;border:1px solid var(--line);border-radius:6px;padding:.6em;overflow:auto;
 max-height:30em;white-space:pre-wrap;word-break:break-word;margin:.3em 0}
 form.inline{display:inline}
@@ -68,6 +68,7 @@ color:#fff}button.danger{color:var(--bad);border-color:#fca5a5}
 .filters{display:flex;flex-wrap:wrap;gap:.5em;align-items:center;margin-bottom:.8em}
 select,input{font:inherit;padding:.2em .4em;border:1px solid #d1d5db;border-radius:6px;background:#fff}
 .actions{white-space:nowrap}.actions form{margin-right:.2em}
+.card{overflow-wrap:anywhere}.card .actions{white-space:normal}
 ol.timeline{list-style:none;padding:0;margin:0;background:var(--card);border:1px solid var(--line);
 border-radius:10px}
 ol.timeline li{padding:.35em .9em;border-bottom:1px solid #f1f1f1}

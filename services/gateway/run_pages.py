@@ -88,6 +88,8 @@ def run_page(h: Html, summary: RunSummary, entries: list[dict[str, Any]],
         links = "".join(f'<li><a href="/runs/{quote(r.run_id)}/artifacts/{quote(a)}">{h.t(a)}</a></li>'
                         for a in artifacts)
         parts.append(f"<h2>Artifacts</h2><ul>{links}</ul>")
+    if r.result:
+        parts.append(f'<h2>Result</h2><div class="card words">{h.t(r.result)}</div>')
     parts.append("<h2>Timeline</h2>" + timeline(h, entries))
     live = r.live or r.outcome in LIVE
     return h.page(f"Run {r.run_id}", "".join(parts), flash, 2.0 if live else None,
