@@ -87,7 +87,8 @@ gap:.6em;align-items:center}.hbar .track{background:#f3f4f6;border-radius:4px;he
 .hbar .value{text-align:right;font-variant-numeric:tabular-nums}
 td:first-child b{white-space:nowrap}
 @media (max-width:700px){main{padding:.6em .6em 3em}
-.tiles{grid-template-columns:repeat(auto-fill,minmax(105px,1fr));gap:.4em}.tile{padding:.4em .6em}.wide{display:none}
+.tiles{grid-template-columns:repeat(auto-fill,minmax(105px,1fr));gap:.4em}
+.tile{padding:.4em .6em}.wide{display:none}
 th,td{padding:.4em .45em}header{padding:.4em .6em}}
 """
 NAV = (("/", "Services"), ("/tasks", "Tasks"), ("/runs", "Runs"), ("/approvals", "Approvals"),
