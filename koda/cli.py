@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from koda.term import quiet_pipe
+
 
 def _settings(args: argparse.Namespace):
     from koda.shared.settings import KodaSettings
@@ -85,16 +87,20 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"koda: home {settings.expanded_home()}, state {settings.expanded_state()}, "
           f"logs in {settings.log_dir()}", flush=True)
     if not args.detach:
-        # supervisord takes over this process: Ctrl-C reaches it and it stops every service.
-        os.execv(supervisord, [supervisord, "-n", "-c", str(conf)])
+        from koda.foreground import run_foreground
+
+        return run_foreground(settings, [supervisord, "-n", "-c", str(conf)], args.wait)
     subprocess.run([supervisord, "-c", str(conf)], check=True)
     healthy = stack.wait_healthy(settings, lambda: heartbeat_ages_sync(settings, 1.0), args.wait)
     rows = stack.collect_status(settings, heartbeat_ages_sync(settings))
     print(stack.format_status(rows))
     if not healthy:
-        print(f"not every service heartbeated within {args.wait:.0f}s; see {settings.log_dir()}",
-              file=sys.stderr)
+        print(f"not every service heartbeated within {args.wait:.0f}s; see `koda logs` "
+              f"({settings.log_dir()})", file=sys.stderr)
         return 1
+    from koda.foreground import ready_banner
+
+    print(ready_banner(settings, detached=True))
     return 0
 
 
@@ -171,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("up", help="start NATS and every service under supervisord")
     p.add_argument("-d", "--detach", action="store_true", help="run in the background")
-    p.add_argument("--wait", type=float, default=30.0, help="with -d: seconds to wait for health")
+    p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for every service's health")
     sub.add_parser("down", help="stop a stack started with `up -d`")
     p = sub.add_parser("status", help="state, pid, uptime, restarts and heartbeat of each service")
     p.add_argument("--json", action="store_true")
@@ -185,15 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
     site = p.add_subparsers(dest="action", required=True)
     site.add_parser("list", help="sites whose login needs a person")
     site.add_parser("clear", help="let jobs for SITE log in again").add_argument("site")
-    from koda.task_commands import register
+    from koda import logs_command, ops_commands, run_commands, task_commands
 
-    COMMANDS.update(register(sub))
+    for module in (task_commands, run_commands, ops_commands, logs_command):
+        COMMANDS.update(module.register(sub))
     return parser
 
 
 COMMANDS = {
     "init": cmd_init, "doctor": cmd_doctor, "up": cmd_up, "down": cmd_down,
-    "status": cmd_status, "health": cmd_health, "service": cmd_service, "schema": cmd_schema,
+    "status": quiet_pipe(cmd_status), "health": cmd_health, "service": cmd_service, "schema": cmd_schema,
     "site": cmd_site,
 }
 
