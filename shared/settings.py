@@ -5,7 +5,9 @@ Services receive a `KodaSettings` instance; nothing reads the environment behind
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,13 +19,29 @@ SERVICES: tuple[str, ...] = ("scheduler", "worker", "actions", "scraper", "gatew
 SOURCE_DIR = Path(__file__).resolve().parent.parent
 
 
+def config_file() -> Path:
+    """The one file of `KODA_*` settings that every way of starting Koda reads (`./dev up`,
+    `koda up`, `koda service X`, every `koda` command): `$KODA_CONFIG_FILE`, else
+    `$XDG_CONFIG_HOME/koda/koda.env` (`~/.config/koda/koda.env`). The environment wins over it;
+    compose passes settings as environment variables. Credentials for scripts and the Claude
+    connection stay in the agent home's `.env`."""
+    explicit = os.environ.get("KODA_CONFIG_FILE")
+    if explicit:
+        return Path(explicit).expanduser()
+    return Path(os.environ.get("XDG_CONFIG_HOME") or "~/.config").expanduser() / "koda" / "koda.env"
+
+
 class KodaSettings(BaseSettings):
-    """Everything a Koda process needs to know, from `KODA_*` variables or a `.env` file."""
+    """Everything a Koda process needs to know, from `KODA_*` variables or the config file
+    (`config_file()`)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="KODA_", env_file=".env", env_file_encoding="utf-8", extra="ignore",
-        populate_by_name=True,
+        env_prefix="KODA_", env_file_encoding="utf-8", extra="ignore", populate_by_name=True,
     )
+
+    def __init__(self, **values: Any) -> None:
+        values.setdefault("_env_file", config_file())
+        super().__init__(**values)
 
     home: Path = Field(default=Path("~/.koda"), description="The agent home (soul, tasks, data).")
     state_dir: Path = Field(
