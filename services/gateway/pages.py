@@ -68,7 +68,7 @@ color:#fff}button.danger{color:var(--bad);border-color:#fca5a5}
 .filters{display:flex;flex-wrap:wrap;gap:.5em;align-items:center;margin-bottom:.8em}
 select,input{font:inherit;padding:.2em .4em;border:1px solid #d1d5db;border-radius:6px;background:#fff}
 .actions{white-space:nowrap}.actions form{margin-right:.2em}
-.card{overflow-wrap:anywhere}.card .actions{white-space:normal}
+.card,main li,main p{overflow-wrap:anywhere}.card .actions{white-space:normal}
 ol.timeline{list-style:none;padding:0;margin:0;background:var(--card);border:1px solid var(--line);
 border-radius:10px}
 ol.timeline li{padding:.35em .9em;border-bottom:1px solid #f1f1f1}
