@@ -25,7 +25,7 @@ class Foreground:
     """`koda up` in the foreground, its stdout read line by line."""
 
     def __init__(self, stack: Stack) -> None:
-        self.proc = subprocess.Popen([KODA, "up", "--wait", "60"], env={**stack.env, "NO_COLOR": "1"},
+        self.proc = subprocess.Popen([KODA, "up", "--wait", "150"], env={**stack.env, "NO_COLOR": "1"},
                                      cwd=stack.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, start_new_session=True)
         self.lines: queue.Queue[str] = queue.Queue()
@@ -37,7 +37,7 @@ class Foreground:
         for line in self.proc.stdout:
             self.lines.put(line.rstrip("\n"))
 
-    def wait_for(self, text: str, timeout: float = 90) -> str:
+    def wait_for(self, text: str, timeout: float = 180) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -155,3 +155,17 @@ def test_runs_and_show_read_the_disk_when_the_bus_is_down(tmp_path: Path) -> Non
                      "turn 3: 6.1k in, 880 out, $0.016", "ended done", "kept"):
         assert expected in out, (expected, out)
     assert stack.koda("show", "nope.1", timeout=30).returncode == 1
+
+
+def test_the_console_of_a_local_stack_shows_every_process_with_pid_and_uptime(
+        foreground: Foreground) -> None:
+    import httpx
+
+    stack: Stack = foreground.stack  # type: ignore[attr-defined]
+    token = (stack.state / "console-token").read_text().strip()
+    page = httpx.get(f"http://127.0.0.1:{stack.port_base + 10}/",
+                     headers={"Authorization": f"Bearer {token}"}, timeout=30).text
+    nats_row = page.split("<b>nats</b>", 1)[1].split("</tr>", 1)[0]
+    pid = stack.pid("nats")
+    assert f">{pid}<" in nats_row and ">ok<" in nats_row
+    assert "server v" in nats_row or "nats server" in nats_row  # its version and JetStream use

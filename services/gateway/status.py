@@ -7,6 +7,7 @@ Everything here only reads. Run records and logs are files the worker writes und
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ async def services(bus: Bus, now: datetime | None = None) -> list[ServiceRow]:
     now = now or datetime.now(UTC)
     beats = await read_heartbeats(bus)
     restarts = _restarts(bus)
+    procs = await asyncio.to_thread(_supervised, bus)
     rows = [await _nats_row(bus, restarts)]
     for name in SERVICES:
         mine = sorted((b for b in beats if b.service == name), key=lambda b: b.at, reverse=True)
@@ -83,7 +85,25 @@ async def services(bus: Bus, now: datetime | None = None) -> list[ServiceRow]:
             pid=newest.pid if newest else None,
             uptime_s=(now - newest.started_at).total_seconds() if newest and fresh else None,
             restarts=restarts.get(name), detail=newest.detail if newest else ""))
+    for row in rows:  # the local supervisor knows every process, NATS included
+        info = procs.get(row.name)
+        if info and info.get("statename") == "RUNNING":
+            row.pid = row.pid or int(info["pid"])
+            row.uptime_s = row.uptime_s or float(info["now"] - info["start"])
     return rows
+
+
+def _supervised(bus: Bus) -> dict[str, dict[str, Any]]:
+    """supervisord's view of its programs when it runs here (locally); nothing in compose."""
+    sock = bus.settings.expanded_state() / "supervisor.sock"
+    if not sock.exists():
+        return {}
+    try:
+        from koda.stack import process_status
+
+        return process_status(bus.settings)
+    except Exception:
+        return {}
 
 
 def _restarts(bus: Bus) -> dict[str, int]:
