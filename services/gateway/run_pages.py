@@ -47,7 +47,9 @@ def runs(h: Html, rows: list[RunSummary], tasks: list[str], task: str | None,
              f'<div class="tile"><b>{human_cost(spent)}</b><span>spent by these runs</span></div></div>')
 
     def row(r: RunSummary) -> list[str]:
-        link = f'<a href="/runs/{quote(r.run_id)}">{h.t(r.run_id)}</a>'
+        task, dot, stamp = r.run_id.rpartition(".")
+        shown = f"{h.t(task)}{dot}<wbr>{h.t(stamp)}" if dot else h.t(r.run_id)
+        link = f'<a href="/runs/{quote(r.run_id)}">{shown}</a>'
         state = badge(h, "running" if r.outcome == "running" else r.outcome, colour(r.outcome))
         return [state, link, h.t(r.task), h.t(r.trigger or "—"), ago(r.started_at or r.finished_at),
                 human_duration(r.duration_s), "—" if r.turns is None else str(r.turns),
@@ -56,7 +58,7 @@ def runs(h: Html, rows: list[RunSummary], tasks: list[str], task: str | None,
     body = filters + tiles + table(
         h, ["outcome", "run", "task", "trigger", "started", "duration#", "turns#", "cost#", "tokens#"],
         (row(r) for r in rows), "no runs match" if task or outcome else "no runs yet",
-        ["", "", "", "wide", "wide", "", "wide", "", "wide"])
+        ["", "", "wide", "wide", "wide", "", "wide", "", "wide"])
     url = "/runs" + (("?" + urlencode({k: v for k, v in (("task", task), ("outcome", outcome)) if v}))
                      if task or outcome else "")
     return h.page("Runs", body, None, 5.0, live_url=url)

@@ -123,7 +123,8 @@ async def _nats_row(bus: Bus, restarts: dict[str, int]) -> ServiceRow:
     nc = bus.nc
     if not nc.is_connected:
         return ServiceRow("nats", 0, None, "down", restarts=restarts.get("nats"))
-    detail = f"server {nc.connected_server_version}"
+    version = nc.connected_server_version
+    detail = f"server {version.major}.{version.minor}.{version.patch}"
     try:
         info = await bus.js.account_info()
         detail += (f", {info.streams} streams, {info.storage / 1e6:.1f} MB stored")

@@ -93,8 +93,11 @@ async def seed(settings: KodaSettings, bus: Bus, secret: str = "sk-seed-secret-0
     (home / "tasks.json").write_text(json.dumps(TASKS, indent=2) + "\n")
     env = home / ".env"
     if not env.exists():
-        env.write_text(f"SEED_API_TOKEN={secret}\n")
+        env.write_text(f"SEED_API_TOKEN={secret}\nANTHROPIC_API_KEY=sk-ant-seed-key-000\n")
         env.chmod(0o600)
+    soul = home / "soul.md"
+    if not soul.exists():
+        soul.write_text("# Koda\n\nI write and ship small, useful posts. Never post without approval.\n")
     runs = home / "data" / "runs"
 
     def record(run_id: str, task: str, outcome: str, start: datetime, seconds: float, turns: int,
