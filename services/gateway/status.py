@@ -58,15 +58,6 @@ class TaskRow:
     pause_reason: str = ""
 
 
-@dataclass
-class RunRow:
-    run_id: str
-    task: str
-    outcome: str
-    when: str
-    record: dict[str, Any]
-
-
 async def services(bus: Bus, now: datetime | None = None) -> list[ServiceRow]:
     """One row per known service: live instances and the age of the newest heartbeat."""
     now = now or datetime.now(UTC)
@@ -219,26 +210,6 @@ def _record_path(home: HomeLayout, run_id: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
-
-
-def runs(home: HomeLayout, limit: int = 100) -> list[RunRow]:
-    """Run records from `data/runs/`, newest first."""
-    if not home.runs.is_dir():
-        return []
-    found: dict[str, Path] = {}
-    for path in home.runs.iterdir():
-        run_id = path.name[:-5] if path.suffix == ".json" else path.name
-        record = _record_path(home, run_id) if RUN_ID.match(run_id) else None
-        if record is not None:
-            found[run_id] = record
-    rows = []
-    for run_id, path in found.items():
-        data = _read_json(path) or {}
-        when = str(data.get("finished_at") or data.get("started_at") or "")
-        rows.append(RunRow(run_id, str(data.get("task", run_id.split(".")[0])),
-                           str(data.get("outcome") or data.get("status") or "?"), when, data))
-    rows.sort(key=lambda r: (r.when, r.run_id), reverse=True)
-    return rows[:limit]
 
 
 @dataclass
