@@ -206,6 +206,11 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 2 and argv[0] == "service" and not argv[1].startswith("-"):
+        # How every service process starts (supervisord, compose): skip building the parser
+        # of every other command, whose modules would stay in each service's memory for nothing.
+        sys.exit(cmd_service(argparse.Namespace(name=argv[1])))
     args = build_parser().parse_args(argv)
     if args.command != "service":
         # Commands report an unreachable bus in their own words, not as reconnect warnings.
