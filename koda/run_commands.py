@@ -156,8 +156,10 @@ async def _show(settings: Any, run_id: str, follow: bool, as_json: bool, full: b
         if not entries:
             print(paint("  (no transcript: not started yet, from before transcripts, or pruned)", "grey"))
         seen = len(entries)
-        ended = any(e.get("kind") == "end" for e in entries) or (summary.outcome not in LIVE
-                                                                  and not summary.live)
+        # Over when the transcript says so, or a record says it ended (a run from before
+        # transcripts); a run known only by its transcript so far is still going.
+        ended = any(e.get("kind") == "end" for e in entries) or (
+            bool(rows) and summary.outcome not in LIVE and not summary.live)
         while follow and not ended:
             await asyncio.sleep(0.5)
             more = read_entries(state, run_id, after=seen)

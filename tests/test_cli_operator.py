@@ -169,3 +169,26 @@ def test_the_console_of_a_local_stack_shows_every_process_with_pid_and_uptime(
     pid = stack.pid("nats")
     assert f">{pid}<" in nats_row and ">ok<" in nats_row
     assert "server 2." in nats_row and "streams" in nats_row  # its version and JetStream use
+
+
+def test_show_follow_prints_new_entries_until_the_run_ends(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)  # the bus is down: the transcript on disk is enough to follow
+    run_id = "weekly-video.m1796188640451"
+    from datetime import UTC, datetime
+
+    _transcript(stack.state, run_id, [{"kind": "start", "trigger": "manual", "attempt": 1}],
+                datetime.now(UTC))
+    proc = subprocess.Popen([KODA, "show", run_id, "-f"], env={**stack.env, "NO_COLOR": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert "started (manual, attempt 1)" in proc.stdout.readline() + proc.stdout.readline()
+    path = stack.state / "transcripts" / f"{run_id}.jsonl"
+    with path.open("a") as f:
+        f.write(json.dumps({"at": datetime.now(UTC).isoformat(), "kind": "text", "turn": 1,
+                            "text": "halfway there"}) + "\n")
+        f.flush()
+        f.write(json.dumps({"at": datetime.now(UTC).isoformat(), "kind": "end",
+                            "outcome": "done"}) + "\n")
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert "agent: halfway there" in out and "ended done" in out

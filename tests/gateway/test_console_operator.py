@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -150,3 +150,24 @@ async def test_pages_fit_a_phone(console: str, seeded: Seeded, page: Any, path: 
     await page.goto(console + (f"/runs/{seeded.done_run}" if path == "run" else path))
     width = await page.evaluate("document.documentElement.scrollWidth")
     assert width <= 392, f"{path} is {width}px wide at phone width"
+
+
+async def test_services_page_shows_a_rate_limit_pause_and_config_problems(
+        console: str, seeded: Seeded, bus: Bus, gw_settings: KodaSettings) -> None:  # noqa: F811
+    import httpx
+
+    from koda.shared.messages import LimitsRecord
+
+    until = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=50)
+    await bus.kv["limits"].put("state", LimitsRecord(
+        pause_until=until, pause_reason="rate limited (429 from the API)").to_bytes())
+    tasks = gw_settings.expanded_home() / "tasks.json"
+    data = json.loads(tasks.read_text())
+    data["tasks"][0]["skill"] = "no-such-skill"
+    tasks.write_text(json.dumps(data, indent=2))
+    async with httpx.AsyncClient(base_url=console,
+                                 headers={"Authorization": f"Bearer {CONSOLE_TOKEN}"}) as http:
+        page = (await http.get("/")).text
+    assert f"until {until:%H:%M} UTC" in page and "429 from the API" in page
+    assert "skill &#x27;no-such-skill&#x27; not found" in page or "no-such-skill" in page
+    assert "config problems" in page
