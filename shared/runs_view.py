@@ -37,6 +37,8 @@ class RunSummary:
     step: int | None = None
     live: bool = False
     result: str | None = None
+    max_attempts: int | None = None  # when the ledger or record says (retries)
+    next_attempt_at: datetime | None = None
 
     @property
     def tokens(self) -> int | None:
@@ -90,7 +92,8 @@ def from_record(data: dict[str, Any], run_id: str) -> RunSummary:
         turns=_num(data, "turns", int), cost_usd=_num(data, "cost_usd", float),
         input_tokens=_num(data, "input_tokens", int), output_tokens=_num(data, "output_tokens", int),
         error=data.get("error"), attempt=_num(data, "attempt", int),
-        result=str(data["result"]) if data.get("result") else None)
+        result=str(data["result"]) if data.get("result") else None,
+        max_attempts=_num(data, "max_attempts", int))
 
 
 def read_records(runs_dir: Path, limit: int = 500) -> dict[str, dict[str, Any]]:
@@ -128,12 +131,18 @@ def merge(records: dict[str, dict[str, Any]], ledger: list[RunLedgerEntry],
             rows[entry.run_id] = RunSummary(
                 run_id=entry.run_id, task=entry.task, outcome=entry.status, started_at=started,
                 duration_s=(now - started).total_seconds() if started else None,
-                error=entry.error, attempt=entry.attempt, step=entry.step, live=True,
-                trigger=getattr(entry, "trigger", None))
+                error=getattr(entry, "last_error", None) or entry.error, attempt=entry.attempt,
+                step=entry.step, live=True, trigger=getattr(entry, "trigger", None),
+                max_attempts=getattr(entry, "max_attempts", None),
+                next_attempt_at=_when(getattr(entry, "next_attempt_at", None)))
         elif row is not None and row.attempt is None:
             row.attempt = entry.attempt
     return sorted(rows.values(), key=lambda r: (
         not r.live, -(r.started_at or r.finished_at or now).timestamp(), r.run_id))
+
+
+def _when(value: Any) -> datetime | None:
+    return value if isinstance(value, datetime) else _time(value)
 
 
 def _started_of(entry: RunLedgerEntry) -> datetime | None:

@@ -79,8 +79,11 @@ def run_page(h: Html, summary: RunSummary, entries: list[dict[str, Any]],
              ("duration", human_duration(r.duration_s)),
              ("turns", "—" if r.turns is None else str(r.turns)), ("cost", human_cost(r.cost_usd)),
              ("tokens", f"{human_tokens(r.input_tokens)} in · {human_tokens(r.output_tokens)} out")]
-    if r.attempt and r.attempt > 1:
-        facts.append(("attempt", str(r.attempt)))
+    if (r.attempt and r.attempt > 1) or r.max_attempts:
+        facts.append(("attempt", f"{r.attempt or 1}" + (f" of {r.max_attempts}" if r.max_attempts
+                                                        else "")))
+    if r.next_attempt_at is not None and r.live:
+        facts.append(("next attempt", ago(r.next_attempt_at)))
     tiles = "".join(f'<div class="tile"><b>{v}</b><span>{k}</span></div>' for k, v in facts)
     error = f'<p class="bad">{h.t(r.error)}</p>' if r.error else ""
     parts = [f'<div class="tiles">{tiles}</div>{error}<p class="actions">{buttons}</p>']
