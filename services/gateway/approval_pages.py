@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from koda.shared.messages import ApprovalRecord
 
+from .markdown_view import render
 from .pages import Html, ago, badge
 from .run_pages import action_outcome
 from .status import preview
@@ -44,8 +45,11 @@ def card(h: Html, r: ApprovalRecord, drafts: dict[str, tuple[str, Path]],
     draft = ""
     if r.id in drafts:
         link, path = drafts[r.id]
-        draft = (f'<div class="small">Draft: <a href="/drafts/{quote(link)}">{h.t(r.artifact)}</a></div>'
-                 f'<pre class="draft">{h.t(preview(path, 1200))}</pre>')
+        text = preview(path, 2000)
+        body = (f'<div class="draft doc">{render(text, h.t)}</div>' if path.suffix in (".md", ".txt")
+                else f'<pre class="draft">{h.t(text)}</pre>')
+        draft = (f'<div class="small">Draft: <a href="/drafts/{quote(link)}">{h.t(r.artifact)}</a>'
+                 f"</div>{body}")
     elif r.artifact:
         draft = f'<div class="small muted">Draft {h.t(r.artifact)} (not viewable)</div>'
     args = (f'<details id="a-{h.t(r.id)}"><summary class="small muted">arguments</summary>'

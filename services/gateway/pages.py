@@ -61,6 +61,8 @@ button{cursor:pointer;font:inherit;border:1px solid #d1d5db;background:#fff;bord
 padding:.2em .7em;color:var(--ink)}
 button:hover{border-color:#9ca3af}button.primary{background:var(--accent);border-color:var(--accent);
 color:#fff}button.danger{color:var(--bad);border-color:#fca5a5}
+.doc{border-left:3px solid #c7d2fe;padding:.1em .9em;margin:.4em 0;max-height:26em;overflow:auto;
+background:#fcfcff}.doc h3,.doc h4,.doc h5,.doc h6{margin:.5em 0 .3em}.doc p{margin:.4em 0}
 .flash{background:var(--warnbg);padding:.5em .8em;border:1px solid #fcd34d;border-radius:8px}
 .tiles{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:.7em;margin-bottom:1em}
 .tile{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:.6em .9em}

@@ -77,8 +77,10 @@ async def test_every_page_shows_the_seeded_week(
     failed = page.locator(f'.approval[data-id="{seeded.failed_approval}"]')
     assert "failed: no script in scripts/manifest.json lists action 'video.publish'" in \
         await failed.inner_text()
-    draft = await cards.first.locator("pre.draft").inner_text()  # the draft, inline
-    assert "Shipping beats polishing" in draft and "[redacted]" in draft and SECRET not in draft
+    draft = cards.first.locator(".draft")  # the draft, rendered inline
+    assert await draft.locator("h3").inner_text() == "Shipping beats polishing"
+    assert await draft.locator("ol li").all_inner_texts() == ["Cut scope early.", "Ship on Friday."]
+    assert "[redacted]" in await draft.inner_text() and SECRET not in await draft.inner_html()
     await cards.first.locator("a", has_text="run ").click()
     await page.wait_for_url(f"**/runs/{seeded.done_run}")
     assert "Approvals raised" in await page.inner_text("main")
