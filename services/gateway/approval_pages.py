@@ -59,8 +59,10 @@ def card(h: Html, r: ApprovalRecord, drafts: dict[str, tuple[str, Path]],
         foot = (h.button(f"/approvals/{quote(r.id)}/approve", "Approve", "approve", "primary") + " "
                 + h.button(f"/approvals/{quote(r.id)}/reject", "Reject", "reject", "danger") + expires)
     else:
+        note = f' <span class="small muted">“{h.t(r.note)}”</span>' if r.note else ""
+        outcome = f"<div>{action_outcome(h, r, outcomes)}</div>" if r.status == "approved" else ""
         foot = (f'<span class="small">{h.t(r.status)} by {h.t(r.decided_by)} {ago(r.decided_at)}'
-                f"</span><div>{action_outcome(h, r, outcomes)}</div>")
+                f"</span>{note}{outcome}")
     return (f'<div class="card approval" id="{h.t(r.id)}" data-id="{h.t(r.id)}">'
             f'<div>{head}</div>{reason}{draft}{args}<div class="actions">{foot}</div>'
             f'<div class="small muted">{h.t(r.id)}</div></div>')

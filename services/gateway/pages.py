@@ -91,7 +91,12 @@ td:first-child b{white-space:nowrap}
 @media (max-width:700px){main{padding:.6em .6em 3em}
 .tiles{grid-template-columns:repeat(auto-fill,minmax(105px,1fr));gap:.4em}
 .tile{padding:.4em .6em}.wide{display:none}
-th,td{padding:.4em .45em}header{padding:.4em .6em}}
+th,td{padding:.4em .45em}header{padding:.4em .6em;justify-content:space-between}
+header nav{order:3;flex:0 0 100%;flex-wrap:nowrap;overflow-x:auto}header nav a{white-space:nowrap}
+table.stack,table.stack tbody,table.stack tr,table.stack td{display:block;width:100%}
+table.stack tr:has(th){display:none}table.stack tr{border-bottom:1px solid var(--line);padding:.5em 0}
+table.stack td{border:none;padding:.15em .8em}table.stack td.wide{display:none}
+table.stack td:empty{display:none}}
 """
 NAV = (("/", "Services"), ("/tasks", "Tasks"), ("/runs", "Runs"), ("/approvals", "Approvals"),
        ("/costs", "Costs"), ("/events", "Events"))
@@ -166,9 +171,10 @@ def ago(value: datetime | None, now: datetime | None = None) -> str:
 
 
 def table(h: Html, headers: Iterable[str], rows: Iterable[Iterable[str]], empty: str,
-          classes: Iterable[str] | None = None) -> str:
+          classes: Iterable[str] | None = None, stack: bool = False) -> str:
     """A table in a horizontally scrolling card; header names ending in `#` are numeric, and
-    `classes` (one per column) may mark columns `wide` (hidden on a phone)."""
+    `classes` (one per column) may mark columns `wide` (hidden on a phone). A `stack` table
+    shows each row as a card on a phone instead of scrolling sideways."""
     heads = list(headers)
     cls = list(classes) if classes is not None else [""] * len(heads)
     cls = [(c + (" num" if name.endswith("#") else "")).strip() for c, name in zip(cls, heads, strict=True)]
@@ -177,7 +183,8 @@ def table(h: Html, headers: Iterable[str], rows: Iterable[Iterable[str]], empty:
     head = "".join(cell("th", c, escape(x.rstrip("#"))) for c, x in zip(cls, heads, strict=True))
     body = "".join("<tr>" + "".join(cell("td", c, v) for c, v in zip(cls, row, strict=True)) + "</tr>"
                    for row in rows)
-    return (f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div>' if body
+    klass = ' class="stack"' if stack else ""
+    return (f'<div class="scroll"><table{klass}><tr>{head}</tr>{body}</table></div>' if body
             else f'<p class="muted">{escape(empty)}</p>')
 
 
@@ -265,7 +272,7 @@ def tasks(h: Html, rows: list[TaskRow], error: str | None, flash: str | None,
 
     out += table(h, ["task", "state", "schedule", "next fire", "last run", "gated", ""],
                  (row(r) for r in rows), "no tasks in tasks.json",
-                 ["", "", "", "", "", "wide", ""])
+                 ["", "", "", "", "", "wide", ""], stack=True)
     return h.page("Tasks", out, flash, 10.0)
 
 
