@@ -3,11 +3,12 @@
 Starlette is FastAPI's own foundation; FastAPI itself adds about 6 MB of RSS (its OpenAPI
 models) for nothing these server-rendered pages use, and the idle stack has a 300 MB budget.
 
-Pages: services and health, tasks (next fire, last outcome, run now, pause/resume), runs with
-their logs and artifacts, approvals with approve/reject, the audit log (events). Every page
-needs a login (the console token, then a session cookie); every state change needs the session's
-CSRF field and a same-origin request (see auth.py). Text is redacted of secrets before it is
-rendered.
+Pages (docs/console.md): services and health, tasks (schedule in words, run now, pause/resume,
+enable/disable), runs (filters) and each run's live timeline (cancel, retry), approvals with
+approve/reject and the action's outcome, costs, the audit log (events). Each page's live region
+is refetched by the one script (static.py) with `X-Koda-Part: 1`. Every page needs a login (the
+console token, then a session cookie); every state change needs the session's CSRF field and a
+same-origin request (see auth.py). Text is redacted of secrets before it is rendered.
 """
 
 from __future__ import annotations
