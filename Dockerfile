@@ -33,7 +33,7 @@ RUN apt-get update \
       bubblewrap socat \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 10001 --user-group koda \
- && mkdir -p /koda/home /koda/state /koda/nats \
+ && mkdir -p /koda/home /koda/state/transcripts /koda/nats \
  && chown -R koda:koda /koda
 COPY --from=build /opt/venv /opt/venv
 # `koda init` copies the agent-home template and built-in skills from here (KODA_SOURCE_DIR).

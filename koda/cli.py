@@ -12,11 +12,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from koda.term import quiet_pipe
+
 if TYPE_CHECKING:
     from koda.shared.settings import KodaSettings
 
 
-def _settings(args: argparse.Namespace) -> KodaSettings:
+def settings_from(args: argparse.Namespace) -> KodaSettings:
+    """The settings every command uses: the environment and the config file, `--home` on top."""
     from koda.shared.settings import KodaSettings
 
     return KodaSettings(home=Path(args.home)) if getattr(args, "home", None) else KodaSettings()
@@ -26,7 +29,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     from koda.shared.home import init_home
     from koda.shared.safe_write import UnsafePath
 
-    settings = _settings(args)
+    settings = settings_from(args)
     try:
         report = init_home(settings)
     except UnsafePath as exc:
@@ -48,7 +51,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from koda.shared.doctor import check_discord, check_home, problems_as_json
     from koda.shared.home import HomeLayout
 
-    settings = _settings(args)
+    settings = settings_from(args)
     problems = check_home(HomeLayout(settings.expanded_home()))
     problems += check_discord(settings.expanded_state())
     if args.json:
@@ -80,7 +83,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from koda.shared.health import heartbeat_ages_sync
     from koda.shared.home import init_home
 
-    settings = _settings(args)
+    settings = settings_from(args)
     init_home(settings)
     if stack.is_running(settings):
         print(f"a stack is already running from {settings.expanded_state()}; "
@@ -93,23 +96,27 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"koda: home {settings.expanded_home()}, state {settings.expanded_state()}, "
           f"logs in {settings.log_dir()}", flush=True)
     if not args.detach:
-        # supervisord takes over this process: Ctrl-C reaches it and it stops every service.
-        os.execv(supervisord, [supervisord, "-n", "-c", str(conf)])
+        from koda.foreground import run_foreground
+
+        return run_foreground(settings, [supervisord, "-n", "-c", str(conf)], args.wait)
     subprocess.run([supervisord, "-c", str(conf)], check=True)
     healthy = stack.wait_healthy(settings, lambda: heartbeat_ages_sync(settings, 1.0), args.wait)
     rows = stack.collect_status(settings, heartbeat_ages_sync(settings))
     print(stack.format_status(rows))
     if not healthy:
-        print(f"not every service heartbeated within {args.wait:.0f}s; see {settings.log_dir()}",
-              file=sys.stderr)
+        print(f"not every service heartbeated within {args.wait:.0f}s; see `koda logs` "
+              f"({settings.log_dir()})", file=sys.stderr)
         return 1
+    from koda.foreground import ready_banner
+
+    print(ready_banner(settings, detached=True))
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     from koda import stack
 
-    settings = _settings(args)
+    settings = settings_from(args)
     if not stack.is_running(settings):
         print("no stack is running")
         return 0
@@ -131,7 +138,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from koda import stack
     from koda.shared.health import heartbeat_ages_sync
 
-    settings = _settings(args)
+    settings = settings_from(args)
     rows = stack.collect_status(settings, heartbeat_ages_sync(settings))
     print(stack.status_json(rows) if args.json else stack.format_status(rows))
     return 0 if all(r.state == "RUNNING" for r in rows) else 1
@@ -143,7 +150,7 @@ def cmd_health(args: argparse.Namespace) -> int:
     sys.modules.setdefault("aiohttp", None)  # type: ignore[arg-type]
     from koda.shared.health import heartbeat_ages_sync
 
-    settings = _settings(args)
+    settings = settings_from(args)
     age = heartbeat_ages_sync(settings).get(args.service)
     if age is None or age > settings.heartbeat_ttl:
         print(f"{args.service}: no fresh heartbeat in the health bucket at {settings.nats_url}"
@@ -158,7 +165,7 @@ def cmd_site(args: argparse.Namespace) -> int:
 
     from koda.services.scraper import site_admin
 
-    code, text = asyncio.run(site_admin(_settings(args), args.action, getattr(args, "site", None)))
+    code, text = asyncio.run(site_admin(settings_from(args), args.action, getattr(args, "site", None)))
     print(text, file=sys.stdout if code == 0 else sys.stderr)
     return code
 
@@ -179,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("up", help="start NATS and every service under supervisord")
     p.add_argument("-d", "--detach", action="store_true", help="run in the background")
-    p.add_argument("--wait", type=float, default=30.0, help="with -d: seconds to wait for health")
+    p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for every service's health")
     sub.add_parser("down", help="stop a stack started with `up -d`")
     p = sub.add_parser("status", help="state, pid, uptime, restarts and heartbeat of each service")
     p.add_argument("--json", action="store_true")
@@ -193,22 +200,26 @@ def build_parser() -> argparse.ArgumentParser:
     site = p.add_subparsers(dest="action", required=True)
     site.add_parser("list", help="sites whose login needs a person")
     site.add_parser("clear", help="let jobs for SITE log in again").add_argument("site")
-    from koda import connect
-    from koda.task_commands import register
+    from koda import connect, logs_command, ops_commands, run_commands, task_commands
 
-    COMMANDS.update(register(sub))
-    COMMANDS.update(connect.register(sub))
+    for module in (task_commands, run_commands, ops_commands, logs_command, connect):
+        COMMANDS.update(module.register(sub))
     return parser
 
 
 COMMANDS = {
     "init": cmd_init, "doctor": cmd_doctor, "up": cmd_up, "down": cmd_down,
-    "status": cmd_status, "health": cmd_health, "service": cmd_service, "schema": cmd_schema,
+    "status": quiet_pipe(cmd_status), "health": cmd_health, "service": cmd_service, "schema": cmd_schema,
     "site": cmd_site,
 }
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 2 and argv[0] == "service" and not argv[1].startswith("-"):
+        # How every service process starts (supervisord, compose): skip building the parser
+        # of every other command, whose modules would stay in each service's memory for nothing.
+        sys.exit(cmd_service(argparse.Namespace(name=argv[1])))
     args = build_parser().parse_args(argv)
     if args.command != "service":
         # Commands report an unreachable bus in their own words, not as reconnect warnings.

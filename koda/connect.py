@@ -190,11 +190,11 @@ def write_env(path: Path, values: dict[str, str]) -> None:
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
+    from koda.cli import settings_from
     from koda.shared.home import HomeLayout
     from koda.shared.secrets import read_env_file
-    from koda.shared.settings import KodaSettings
 
-    settings = KodaSettings(home=Path(args.home)) if getattr(args, "home", None) else KodaSettings()
+    settings = settings_from(args)
     layout = HomeLayout(settings.expanded_home())
     if not layout.root.is_dir():
         print(f"{layout.root} does not exist; run `koda init` first", file=sys.stderr)

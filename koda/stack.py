@@ -188,8 +188,10 @@ def collect_status(settings: KodaSettings, heartbeats: dict[str, float]) -> list
 
 
 def format_status(rows: list[ServiceStatus]) -> str:
-    def fmt(v: float | None, unit: str = "s") -> str:
-        return "-" if v is None else f"{v:.1f}{unit}"
+    from koda.shared.runs_view import human_duration
+
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else human_duration(v)
 
     lines = [f"{'service':<10} {'state':<9} {'pid':>7} {'uptime':>9} {'restarts':>8} {'heartbeat':>9}"]
     for r in rows:

@@ -10,13 +10,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-
-def _settings(args: argparse.Namespace) -> Any:
-    from pathlib import Path
-
-    from koda.shared.settings import KodaSettings
-
-    return KodaSettings(home=Path(args.home)) if getattr(args, "home", None) else KodaSettings()
+from koda.cli import settings_from
 
 
 def _load(settings: Any) -> Any:
@@ -36,7 +30,7 @@ def _load(settings: Any) -> Any:
 # --- koda run ---------------------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_from(args)
     tasks = _load(settings)
     if tasks is None:
         return 1
@@ -44,10 +38,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         known = ", ".join(t.id for t in tasks.tasks) or "none"
         print(f"no task {args.task!r} in tasks.json (known: {known})", file=sys.stderr)
         return 2
-    return asyncio.run(_run(settings, args.task, args.wait, args.timeout))
+    return asyncio.run(_run(settings, args.task, args.wait, args.timeout, tasks.get(args.task)))
 
 
-async def _run(settings: Any, task: str, wait: bool, timeout: float) -> int:
+async def _run(settings: Any, task: str, wait: bool, timeout: float, spec: Any = None) -> int:
     from koda.shared.bus import Bus
     from koda.shared.errors import BusError
     from koda.shared.messages import Event, RunRequest, new_run_id
@@ -87,12 +81,21 @@ async def _run(settings: Any, task: str, wait: bool, timeout: float) -> int:
         print(f"queued {run_id}", flush=True)
         if not wait:
             return 0
-        try:
-            event = await asyncio.wait_for(finished, timeout)
-        except TimeoutError:
-            print(f"{run_id}: no outcome within {timeout:.0f}s; it may still be running "
-                  f"(see `koda tasks`)", file=sys.stderr)
-            return 124
+        from koda.progress import Progress
+
+        for bucket in ("runs", "limits"):
+            bus.kv.setdefault(bucket, await bus.js.key_value(bucket))
+        progress = Progress(settings, bus, run_id, spec)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not finished.done():
+            if asyncio.get_running_loop().time() > deadline:
+                print(f"{run_id}: no outcome within {_human(timeout)}; it may still be running "
+                      f"(`koda show {run_id} -f` follows it)", file=sys.stderr)
+                return 124
+            await asyncio.wait({finished}, timeout=1.0)
+            await progress.poll()
+        event = finished.result()
+        await progress.poll()
         print(_outcome_line(run_id, event.data))
         for key in ("result", "error"):
             if event.data.get(key):
@@ -109,7 +112,7 @@ def _outcome_line(run_id: str, data: dict[str, Any]) -> str:
     if data.get("cost_usd") is not None:
         bits.append(f"${float(data['cost_usd']):.4f}")
     if data.get("duration_s") is not None:
-        bits.append(f"{float(data['duration_s']):.1f}s")
+        bits.append(_human(float(data["duration_s"])))
     if (data.get("attempts") or 1) > 1:
         bits.append(f"attempt {data.get('attempt')}/{data['attempts']}")
     if data.get("cause"):
@@ -117,10 +120,16 @@ def _outcome_line(run_id: str, data: dict[str, Any]) -> str:
     return f"{run_id}: " + ", ".join(bits)
 
 
+def _human(seconds: float) -> str:
+    from koda.shared.runs_view import human_duration
+
+    return human_duration(seconds)
+
+
 # --- koda tasks -------------------------------------------------------------------------------
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_from(args)
     tasks = _load(settings)
     if tasks is None:
         return 1
@@ -224,4 +233,6 @@ def register(sub: Any) -> dict[str, Any]:
     p.add_argument("--timeout", type=float, default=6 * 3600.0, help="with --wait: give up after")
     p = sub.add_parser("tasks", help="each task: schedule in words, next fire, last outcome")
     p.add_argument("--json", action="store_true")
-    return {"run": cmd_run, "tasks": cmd_tasks}
+    from koda.term import quiet_pipe
+
+    return {"run": cmd_run, "tasks": quiet_pipe(cmd_tasks)}

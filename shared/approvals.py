@@ -133,7 +133,7 @@ class ApprovalStore:
         return False
 
     async def decide(self, approval_id: str, approve: bool, who: str,
-                     now: datetime | None = None) -> Decision:
+                     now: datetime | None = None, note: str | None = None) -> Decision:
         """Approve or reject once. Late decisions expire the record instead.
 
         A record changed under us by something that is not a decision (the gateway noting its
@@ -153,7 +153,7 @@ class ApprovalStore:
                     continue
                 return Decision(False, expired, "expired")
             status = "approved" if approve else "rejected"
-            updated = await self._transition(record, revision, status, who, now)
+            updated = await self._transition(record, revision, status, who, now, note)
             if updated is None:
                 continue
             if updated.status == "approved":
@@ -163,8 +163,10 @@ class ApprovalStore:
         return Decision(False, current[0] if current else None, "decided concurrently")
 
     async def _transition(self, record: ApprovalRecord, revision: int, status: str, who: str,
-                          now: datetime) -> ApprovalRecord | None:
-        updated = record.model_copy(update={"status": status, "decided_by": who, "decided_at": now})
+                          now: datetime, note: str | None = None) -> ApprovalRecord | None:
+        note = self.redact(note)[:500] if note else None
+        updated = record.model_copy(update={"status": status, "decided_by": who, "decided_at": now,
+                                            "note": note})
         try:
             await self.kv.update(record.id, updated.to_bytes(), last=revision)
         except KeyWrongLastSequenceError:
@@ -172,7 +174,8 @@ class ApprovalStore:
         await self.bus.emit(self.bus.event(
             "approval.decided", f"{record.action} for {record.task}: {status} by {who}",
             task=record.task, run_id=record.run_id,
-            data={"approval_id": record.id, "status": status, "decided_by": who}))
+            data={"approval_id": record.id, "status": status, "decided_by": who,
+                  **({"note": note} if note else {})}))
         return updated
 
     async def _dispatch(self, record: ApprovalRecord) -> ApprovalRecord:

@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 from .configfile import load_config
+from .doctor_reach import check_reach, check_settings_places
 from .errors import ConfigError, ConfigProblem
 from .home import LEARNINGS_CAP, HomeLayout
 from .integrations import check_task_secrets
@@ -107,7 +108,10 @@ def check_home(layout: HomeLayout, environ: dict[str, str] | None = None) -> lis
     if not layout.soul.is_file() or not layout.soul.read_text(encoding="utf-8").strip():
         problems.append(ConfigProblem(layout.soul, None, "(file)",
                                       "missing or empty: the agent has no identity or rules"))
-    problems += check_tasks(layout)[1]
+    tasks, task_problems = check_tasks(layout)
+    problems += task_problems
+    problems += check_reach(layout, tasks, _load_manifest(layout, []))
+    problems += check_settings_places(layout)
     if layout.mcp_servers.exists():
         try:
             load_config(layout.mcp_servers, McpServersFile)

@@ -165,6 +165,7 @@ class ApprovalRecord(Message):
     reminded: bool = False
     decided_by: str | None = None
     decided_at: datetime | None = None
+    note: str | None = Field(default=None, description="What the person who decided added.")
     dispatched: bool = Field(default=False, description="The approved action was published.")
     idempotency_key: str | None = None
     discord_channel_id: int | None = Field(default=None, description="Where the gateway asked.")

@@ -6,8 +6,10 @@ Services receive a `KodaSettings` instance; nothing reads the environment behind
 from __future__ import annotations
 
 import math
+import os
 import string
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,15 +35,29 @@ def token_bits(token: str) -> float:
     # A token of few distinct characters (`aaaa...`, `abab...`) is not random over its alphabet.
     alphabet = min(alphabet, len(set(token)) ** 2) if len(set(token)) < 16 else alphabet
     return len(token) * math.log2(max(alphabet, 2))
+def config_file() -> Path:
+    """The one file of `KODA_*` settings that every way of starting Koda reads (`./dev up`,
+    `koda up`, `koda service X`, every `koda` command): `$KODA_CONFIG_FILE`, else
+    `$XDG_CONFIG_HOME/koda/koda.env` (`~/.config/koda/koda.env`). The environment wins over it;
+    compose passes settings as environment variables. Credentials for scripts and the Claude
+    connection stay in the agent home's `.env`."""
+    explicit = os.environ.get("KODA_CONFIG_FILE")
+    if explicit:
+        return Path(explicit).expanduser()
+    return Path(os.environ.get("XDG_CONFIG_HOME") or "~/.config").expanduser() / "koda" / "koda.env"
 
 
 class KodaSettings(BaseSettings):
-    """Everything a Koda process needs to know, from `KODA_*` variables or a `.env` file."""
+    """Everything a Koda process needs to know, from `KODA_*` variables or the config file
+    (`config_file()`)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="KODA_", env_file=".env", env_file_encoding="utf-8", extra="ignore",
-        populate_by_name=True,
+        env_prefix="KODA_", env_file_encoding="utf-8", extra="ignore", populate_by_name=True,
     )
+
+    def __init__(self, **values: Any) -> None:
+        values.setdefault("_env_file", config_file())
+        super().__init__(**values)
 
     home: Path = Field(default=Path("~/.koda"), description="The agent home (soul, tasks, data).")
     state_dir: Path = Field(
@@ -63,6 +79,8 @@ class KodaSettings(BaseSettings):
     drain_timeout: float = Field(default=20.0, ge=0, description="SIGTERM waits this long for work.")
     max_deliver: int = Field(default=5, ge=1, description="Deliveries before a message is failed.")
     events_max_age_days: int = 30
+    transcript_max_age_days: float = Field(
+        default=30.0, gt=0, description="Run transcripts (state dir) are deleted after this.")
     env: str = Field(default="development", description="development or production.")
     scheduler_leader_ttl: float = Field(
         default=10.0, gt=0, description="A scheduler leader lock not renewed for this long is taken over.")

@@ -3,31 +3,28 @@
 Starlette is FastAPI's own foundation; FastAPI itself adds about 6 MB of RSS (its OpenAPI
 models) for nothing these server-rendered pages use, and the idle stack has a 300 MB budget.
 
-Pages: services and health, tasks (next fire, last outcome, run now, pause/resume), runs with
-their logs and artifacts, approvals with approve/reject, the audit log (events). Every page
-needs a login (the console token, then a session cookie); every state change needs the session's
-CSRF field and a same-origin request (see auth.py). Text is redacted of secrets before it is
-rendered.
+Pages (docs/console.md): services and health, tasks (schedule in words, run now, pause/resume,
+enable/disable), runs (filters) and each run's live timeline (cancel, retry), approvals with
+approve/reject and the action's outcome, costs, the audit log (events). Each page's live region
+is refetched by the one script (static.py) with `X-Koda-Part: 1`. Every page needs a login (the
+console token, then a session cookie); every state change needs the session's CSRF field and a
+same-origin request (see auth.py). Text is redacted of secrets before it is rendered.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 from urllib.parse import quote
 
-from nats.js.errors import KeyNotFoundError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from koda.shared.bus import Bus
 from koda.shared.errors import KodaError
 
-from . import controls, pages, status
+from . import controls, pages, run_data, run_pages, status
 from .auth import COOKIE, ConsoleAuth, GuessLimiter, same_origin
 from .context import GatewayContext
 from .events import recent_events
@@ -35,8 +32,9 @@ from .events import recent_events
 log = logging.getLogger(__name__)
 Handler = Callable[[Request], Awaitable[Response]]
 HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; script-src 'self'; "
+                               "connect-src 'self'; img-src 'self'; form-action 'self'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
@@ -72,12 +70,15 @@ def build_app(ctx: GatewayContext, auth: ConsoleAuth, guesses: GuessLimiter | No
         header = request.headers.get("authorization", "")
         return header.startswith("Bearer ") and auth.token_ok(header[7:].strip())
 
-    def viewer(request: Request) -> pages.Html:
+    async def viewer(request: Request) -> pages.Html:
         """The page builder of a logged-in request, or Refused(401)."""
         nonce = auth.session_nonce(request.cookies.get(COOKIE))
         if nonce is None and not bearer(request):
             raise Refused(401, "log in first")
-        return pages.Html(ctx.redact, auth.csrf_for(nonce) if nonce else None)
+        part = request.headers.get("x-koda-part") == "1"
+        pending = 0 if part else len(await ctx.desk.store.pending())
+        return pages.Html(ctx.redact, auth.csrf_for(nonce) if nonce else None,
+                          request.url.path, part, pending)
 
     async def changer(request: Request) -> str:
         """Who is making a state change, after the login, CSRF and origin checks."""
@@ -138,18 +139,31 @@ def build_app(ctx: GatewayContext, auth: ConsoleAuth, guesses: GuessLimiter | No
         response.delete_cookie(COOKIE, path="/")
         return response
 
+    @route("/static/console.js")
+    async def script(request: Request) -> Response:
+        from .static import CONSOLE_JS
+
+        return Response(CONSOLE_JS, media_type="text/javascript",
+                        headers={**HEADERS, "Cache-Control": "max-age=300"})
+
     @route("/")
     async def home(request: Request) -> Response:
-        h = viewer(request)
+        h = await viewer(request)
         rows = await status.services(ctx.bus)
         pending = await ctx.desk.refresh()
-        return html(pages.services(h, rows, len(pending), flash(request)))
+        limits = await status.limits(ctx.bus)
+        return html(pages.services(h, rows, len(pending), flash(request), limits,
+                                   status.config_problems(ctx.home)))
 
     @route("/tasks")
     async def tasks(request: Request) -> Response:
-        h = viewer(request)
+        h = await viewer(request)
         rows, error = await status.tasks(ctx.bus, ctx.home)
-        return html(pages.tasks(h, rows, error, flash(request)))
+        _, _, good_at = controls.tasks_in_force(ctx.home, ctx.settings.expanded_state())
+        latest: dict[str, run_data.RunSummary] = {}
+        for summary in await run_data.summaries(ctx):  # running first, then newest
+            latest.setdefault(summary.task, summary)
+        return html(pages.tasks(h, rows, error, flash(request), good_at, latest))
 
     @route("/tasks/{task}/{verb}", "POST")
     async def task_change(request: Request) -> Response:
@@ -165,29 +179,70 @@ def build_app(ctx: GatewayContext, auth: ConsoleAuth, guesses: GuessLimiter | No
             if verb == "resume":
                 done = await controls.resume(ctx.bus, task, who)
                 return back("/tasks", f"resumed {task}" if done else f"{task} was not paused")
-        except controls.UnknownTask as exc:
+            if verb in ("enable", "disable"):
+                changed = await controls.set_enabled(ctx.bus, ctx.home, task, verb == "enable", who)
+                return back("/tasks", f"{task} {verb}d" if changed else f"{task} was already {verb}d")
+        except (controls.UnknownTask, controls.TaskEditError) as exc:
             return back("/tasks", str(exc))
-        return PlainTextResponse("run, pause or resume", status_code=404, headers=HEADERS)
+        return PlainTextResponse("run, pause, resume, enable or disable", status_code=404,
+                                 headers=HEADERS)
 
     @route("/runs")
     async def runs(request: Request) -> Response:
-        h = viewer(request)
-        return html(pages.runs(h, status.runs(ctx.home)))
+        h = await viewer(request)
+        task = request.query_params.get("task") or None
+        outcome = request.query_params.get("outcome") or None
+        rows = await run_data.summaries(ctx)
+        names = sorted({r.task for r in rows})
+        from koda.shared.runs_view import filtered
+
+        return html(run_pages.runs(h, filtered(rows, task, outcome), names, task, outcome))
 
     @route("/runs/{run_id}")
     async def run(request: Request) -> Response:
-        h = viewer(request)
+        h = await viewer(request)
         run_id = request.path_params["run_id"]
+        if not status.RUN_ID.match(run_id):
+            return html(h.page("Not found", f"<p>No run {h.t(run_id)}.</p>", every=None), 404)
+        found = await run_data.summary(ctx, run_id)
         detail = status.run_detail(ctx.home, run_id)
-        ledger = await _ledger(ctx.bus, run_id)
-        if detail is None and ledger is None:
-            return html(h.page("Not found", f"<p>No run {h.t(run_id)}.</p>"), 404)
-        detail = detail or status.RunDetail(run_id, None, {}, [])
-        return html(pages.run_detail(h, detail, ledger))
+        entries = run_data.entries(ctx, run_id)
+        if found is None and detail is None and not entries:
+            task = run_id.rsplit(".", 1)[0]
+            parsed, _ = controls.load_tasks_or_none(ctx.home)
+            if parsed is None or parsed.get(task) is None:
+                return html(h.page("Not found", f"<p>No run {h.t(run_id)}.</p>", every=None), 404)
+            # Just queued (a retry, "run now"): no worker has it yet. The page waits for it.
+            found = run_data.RunSummary(run_id, task, "queued", live=True)
+        found = found or run_data.RunSummary(run_id, run_id.split(".")[0], "unknown")
+        approvals = [a for a in await ctx.desk.store.all() if a.run_id == run_id]
+        outcomes = await run_data.action_outcomes(ctx.bus, approvals)
+        artifacts = detail.artifacts if detail else []
+        return html(run_pages.run_page(h, found, entries, approvals, outcomes, artifacts,
+                                       flash(request)))
+
+    @route("/runs/{run_id}/{verb}", "POST")
+    async def run_change(request: Request) -> Response:
+        who = await changer(request)
+        run_id, verb = request.path_params["run_id"], request.path_params["verb"]
+        here = f"/runs/{quote(run_id)}"
+        found = await run_data.summary(ctx, run_id) if status.RUN_ID.match(run_id) else None
+        if found is None:
+            return PlainTextResponse("no such run", status_code=404, headers=HEADERS)
+        if verb == "cancel":
+            await controls.cancel(ctx.bus, run_id, found.task, who)
+            return back(here, f"asked the worker to cancel {run_id}")
+        if verb == "retry":
+            try:
+                again = await controls.trigger(ctx.bus, ctx.home, found.task, who, trigger="retry")
+            except controls.UnknownTask as exc:
+                return back(here, str(exc))
+            return back(f"/runs/{quote(again.run_id)}", f"retrying {found.task} as {again.run_id}")
+        return PlainTextResponse("cancel or retry", status_code=404, headers=HEADERS)
 
     @route("/runs/{run_id}/artifacts/{name:path}")
     async def artifact(request: Request) -> Response:
-        viewer(request)
+        await viewer(request)
         path = status.artifact_path(ctx.home, request.path_params["run_id"],
                                     request.path_params["name"])
         if path is None:
@@ -196,23 +251,36 @@ def build_app(ctx: GatewayContext, auth: ConsoleAuth, guesses: GuessLimiter | No
 
     @route("/events")
     async def audit(request: Request) -> Response:
-        h = viewer(request)
+        h = await viewer(request)
         return html(pages.events(h, await recent_events(ctx.bus, 200)))
 
     @route("/approvals")
     async def approvals(request: Request) -> Response:
-        h = viewer(request)
+        h = await viewer(request)
+        from .approval_pages import approvals as approvals_page
+
         records = await ctx.desk.store.all()
         drafts = {}
         for r in records:
             path = status.draft_file(ctx.home, r.artifact)
             if path is not None:
-                drafts[r.id] = path.relative_to(ctx.home.drafts.resolve()).as_posix()
-        return html(pages.approvals(h, records, flash(request), drafts))
+                drafts[r.id] = (path.relative_to(ctx.home.drafts.resolve()).as_posix(), path)
+        outcomes = await run_data.action_outcomes(ctx.bus, records)
+        return html(approvals_page(h, records, flash(request), drafts, outcomes))
+
+    @route("/costs")
+    async def costs(request: Request) -> Response:
+        from .cost_pages import costs as costs_page
+
+        h = await viewer(request)
+        limits = await status.limits(ctx.bus)
+        rows = await run_data.summaries(ctx)
+        return html(costs_page(h, limits, rows, ctx.settings.spend_cap_day_usd,
+                               ctx.settings.spend_cap_month_usd))
 
     @route("/drafts/{name:path}")
     async def draft(request: Request) -> Response:
-        viewer(request)
+        await viewer(request)
         path = status.draft_file(ctx.home, f"data/drafts/{request.path_params['name']}")
         if path is None:
             return PlainTextResponse("no such draft", status_code=404, headers=HEADERS)
@@ -232,11 +300,3 @@ def build_app(ctx: GatewayContext, auth: ConsoleAuth, guesses: GuessLimiter | No
         return back("/approvals", message)
 
     return Starlette(routes=routes, exception_handlers={Refused: refused})
-
-
-async def _ledger(bus: Bus, run_id: str) -> dict[str, Any] | None:
-    try:
-        entry = await bus.kv["runs"].get(run_id)
-    except (KeyNotFoundError, ValueError):
-        return None
-    return json.loads(entry.value) if entry.value else None

@@ -1,4 +1,5 @@
-"""What a person may do to tasks from Discord or the console: run now, pause, resume.
+"""What a person may do from Discord, the console or `koda`: run now, retry, cancel a run,
+pause and resume a task.
 
 Both front ends call these, so a run started from Discord and one started from the console are
 the same manual `RunRequest` (docs/contracts.md: run id `<task>.m<epoch ms>`, used as the
@@ -8,6 +9,7 @@ JetStream message id too), and a pause is the same `pause.<task>` record the sch
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 from nats.js.errors import KeyNotFoundError
 
@@ -16,7 +18,11 @@ from koda.shared.configfile import read_config_text
 from koda.shared.errors import ConfigError, KodaError
 from koda.shared.home import HomeLayout
 from koda.shared.messages import RunRequest, TaskPause, new_run_id
+from koda.shared.task_edit import TaskEditError
+from koda.shared.task_edit import set_enabled as set_task_enabled
 from koda.shared.tasks import TasksFile, parse_tasks
+
+__all__ = ["TaskEditError", "UnknownTask"]
 
 
 class UnknownTask(KodaError):
@@ -37,6 +43,31 @@ def load_tasks_or_none(home: HomeLayout) -> tuple[TasksFile | None, str | None]:
         return None, f"{home.tasks}: {exc.strerror or exc}"
 
 
+def tasks_in_force(home: HomeLayout, state_dir: Path
+                   ) -> tuple[TasksFile | None, str | None, datetime | None]:
+    """tasks.json; when it is broken, the last good version (which the scheduler and worker
+    keep using) with the problems and when that version was read. The gateway keeps its own
+    copy of the last good file in its state folder, so the answer survives its restart."""
+    copy = state_dir / "tasks.last-good.json"
+    parsed, error = load_tasks_or_none(home)
+    if parsed is not None:
+        try:
+            text = home.tasks.read_text(encoding="utf-8")
+            if not copy.is_file() or copy.read_text(encoding="utf-8") != text:
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                tmp = copy.with_suffix(".tmp")
+                tmp.write_text(text, encoding="utf-8")
+                tmp.replace(copy)
+        except OSError:
+            pass
+        return parsed, None, None
+    try:
+        good = parse_tasks(copy.read_text(encoding="utf-8"), home.tasks)
+        return good, error, datetime.fromtimestamp(copy.stat().st_mtime, UTC)
+    except (OSError, ConfigError):
+        return None, error, None
+
+
 def _known(home: HomeLayout, task: str) -> None:
     tasks, _ = load_tasks_or_none(home)
     if tasks is None or tasks.get(task) is None:
@@ -46,7 +77,7 @@ def _known(home: HomeLayout, task: str) -> None:
 async def trigger(bus: Bus, home: HomeLayout, task: str, who: str, *, prompt: str | None = None,
                   reply_to: str | None = None, trigger: str = "manual") -> RunRequest:
     """Queue a run of `task` now; returns the request (its run id tells the person what to watch)."""
-    if trigger == "manual":
+    if trigger in ("manual", "retry"):
         _known(home, task)
     now = datetime.now(UTC)
     run_id = new_run_id(task, "chat" if trigger == "chat" else "manual", now)
@@ -56,6 +87,24 @@ async def trigger(bus: Bus, home: HomeLayout, task: str, who: str, *, prompt: st
     await bus.emit(bus.event("run.requested", f"{task} queued by {who}", task=task, run_id=run_id,
                              data={"trigger": trigger, "requested_by": who}))
     return request
+
+
+async def cancel(bus: Bus, run_id: str, task: str | None, who: str) -> None:
+    """Ask the workers to cancel a run (services/worker/cancel.py): the one holding it stops it;
+    a run nobody holds is marked cancelled so it never starts. The request is in the audit log."""
+    await bus.emit(bus.event("run.cancel_requested", f"{run_id}: cancel asked by {who}", task=task,
+                             run_id=run_id, data={"requested_by": who}))
+
+
+async def set_enabled(bus: Bus, home: HomeLayout, task: str, enabled: bool, who: str) -> bool:
+    """Turn the task's cron fires on or off in tasks.json (the scheduler reloads it)."""
+    _known(home, task)
+    changed = set_task_enabled(home.tasks, task, enabled)
+    if changed:
+        kind = "task.enabled" if enabled else "task.disabled"
+        await bus.emit(bus.event(kind, f"{task} {'enabled' if enabled else 'disabled'} by {who}",
+                                 task=task, data={"by": who}))
+    return changed
 
 
 async def pause(bus: Bus, home: HomeLayout, task: str, who: str, reason: str = "") -> TaskPause:

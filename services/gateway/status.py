@@ -7,6 +7,7 @@ Everything here only reads. Run records and logs are files the worker writes und
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from dataclasses import dataclass, field
@@ -18,12 +19,13 @@ from nats.js.errors import KeyNotFoundError, NoKeysError
 
 from koda.shared import cron
 from koda.shared.bus import Bus
+from koda.shared.cron_words import describe
 from koda.shared.health import read_heartbeats
 from koda.shared.home import HomeLayout
-from koda.shared.messages import RunLedgerEntry, SchedulerFire
+from koda.shared.messages import LimitsRecord, RunLedgerEntry, SchedulerFire
 from koda.shared.settings import SERVICES
 
-from .controls import load_tasks_or_none
+from .controls import tasks_in_force
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 MAX_FILE_BYTES = 256 * 1024
@@ -35,6 +37,10 @@ class ServiceRow:
     instances: int
     age_s: float | None
     status: str
+    pid: int | None = None
+    uptime_s: float | None = None
+    restarts: int | None = None
+    detail: str = ""
 
 
 @dataclass
@@ -47,29 +53,83 @@ class TaskRow:
     last_run: RunLedgerEntry | None
     paused_by: str | None
     gated: list[str] = field(default_factory=list)
-
-
-@dataclass
-class RunRow:
-    run_id: str
-    task: str
-    outcome: str
-    when: str
-    record: dict[str, Any]
+    schedule: str = "manual only"
+    zone: str = "UTC"
+    pause_reason: str = ""
 
 
 async def services(bus: Bus, now: datetime | None = None) -> list[ServiceRow]:
     """One row per known service: live instances and the age of the newest heartbeat."""
     now = now or datetime.now(UTC)
     beats = await read_heartbeats(bus)
-    rows = []
+    restarts = _restarts(bus)
+    procs = await asyncio.to_thread(_supervised, bus)
+    rows = [await _nats_row(bus, restarts)]
     for name in SERVICES:
-        mine = [b for b in beats if b.service == name]
+        mine = sorted((b for b in beats if b.service == name), key=lambda b: b.at, reverse=True)
         age = min(((now - b.at).total_seconds() for b in mine), default=None)
         fresh = age is not None and age < bus.settings.heartbeat_ttl
         status = (mine[0].status if len(mine) == 1 else "ok") if fresh else "down"
-        rows.append(ServiceRow(name, len(mine), None if age is None else max(0.0, age), status))
+        newest = mine[0] if mine else None
+        rows.append(ServiceRow(
+            name, len(mine), None if age is None else max(0.0, age), status,
+            pid=newest.pid if newest else None,
+            uptime_s=(now - newest.started_at).total_seconds() if newest and fresh else None,
+            restarts=restarts.get(name), detail=newest.detail if newest else ""))
+    for row in rows:  # the local supervisor knows every process, NATS included
+        info = procs.get(row.name)
+        if info and info.get("statename") == "RUNNING":
+            row.pid = row.pid or int(info["pid"])
+            row.uptime_s = row.uptime_s or float(info["now"] - info["start"])
     return rows
+
+
+def _supervised(bus: Bus) -> dict[str, dict[str, Any]]:
+    """supervisord's view of its programs when it runs here (locally); nothing in compose."""
+    sock = bus.settings.expanded_state() / "supervisor.sock"
+    if not sock.exists():
+        return {}
+    try:
+        from koda.stack import process_status
+
+        return process_status(bus.settings)
+    except Exception:
+        return {}
+
+
+def _restarts(bus: Bus) -> dict[str, int]:
+    """Restart counts the local supervisor's listener keeps (absent in compose: Prometheus has
+    them there as koda_service_restarts_total)."""
+    try:
+        data = json.loads(bus.settings.restarts_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: int(v.get("restarts", 0)) for k, v in data.items() if isinstance(v, dict)}
+
+
+async def _nats_row(bus: Bus, restarts: dict[str, int]) -> ServiceRow:
+    """NATS itself: up while this connection is, with JetStream's own account numbers."""
+    nc = bus.nc
+    if not nc.is_connected:
+        return ServiceRow("nats", 0, None, "down", restarts=restarts.get("nats"))
+    version = nc.connected_server_version
+    detail = f"server {version.major}.{version.minor}.{version.patch}"
+    try:
+        info = await bus.js.account_info()
+        detail += (f", {info.streams} streams, {info.storage / 1e6:.1f} MB stored")
+    except Exception as exc:
+        detail += f", JetStream: {exc}"
+    return ServiceRow("nats", 1, 0.0, "ok", restarts=restarts.get("nats"), detail=detail)
+
+
+async def limits(bus: Bus) -> LimitsRecord:
+    raw = await _kv_json(bus, "limits", "state")
+    try:
+        return LimitsRecord.from_bytes(raw) if raw else LimitsRecord()
+    except ValueError:
+        return LimitsRecord()
 
 
 async def _kv_json(bus: Bus, bucket: str, key: str) -> bytes | None:
@@ -100,9 +160,10 @@ async def ledger(bus: Bus) -> list[RunLedgerEntry]:
 
 async def tasks(bus: Bus, home: HomeLayout, now: datetime | None = None
                 ) -> tuple[list[TaskRow], str | None]:
-    """Every task with its next fire, last fire, last run and pause; plus a tasks.json error."""
+    """Every task with its next fire, last fire, last run and pause; plus a tasks.json error.
+    A broken file gives the error and the last good version's tasks (still in force)."""
     now = now or datetime.now(UTC)
-    parsed, error = load_tasks_or_none(home)
+    parsed, error, _ = tasks_in_force(home, bus.settings.expanded_state())
     if parsed is None:
         return [], error
     runs = await ledger(bus)
@@ -114,12 +175,25 @@ async def tasks(bus: Bus, home: HomeLayout, now: datetime | None = None
         fire_raw = await _kv_json(bus, "scheduler", f"fire.{task.id}")
         pause_raw = await _kv_json(bus, "scheduler", f"pause.{task.id}")
         pause = json.loads(pause_raw) if pause_raw else None
+        zone = task.timezone or parsed.timezone
         rows.append(TaskRow(
             id=task.id, cron=task.cron, enabled=task.enabled, next_fire=next_fire,
             last_fire=SchedulerFire.from_bytes(fire_raw).last_fire if fire_raw else None,
             last_run=next((r for r in runs if r.task == task.id), None),
-            paused_by=pause.get("paused_by") if pause else None, gated=list(task.gated)))
+            paused_by=pause.get("paused_by") if pause else None, gated=list(task.gated),
+            schedule=describe(spec, zone) if spec else "manual only", zone=zone,
+            pause_reason=str(pause.get("reason") or "") if pause else ""))
     return rows, error
+
+
+def config_problems(home: HomeLayout) -> list[str]:
+    """What `koda doctor` finds in the home, one line each (cheap: files only)."""
+    from koda.shared.doctor import check_home
+
+    try:
+        return [str(p) for p in check_home(home)]
+    except Exception as exc:  # a check that breaks must not take the page down
+        return [f"the config check failed: {type(exc).__name__}: {exc}"]
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -136,26 +210,6 @@ def _record_path(home: HomeLayout, run_id: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
-
-
-def runs(home: HomeLayout, limit: int = 100) -> list[RunRow]:
-    """Run records from `data/runs/`, newest first."""
-    if not home.runs.is_dir():
-        return []
-    found: dict[str, Path] = {}
-    for path in home.runs.iterdir():
-        run_id = path.name[:-5] if path.suffix == ".json" else path.name
-        record = _record_path(home, run_id) if RUN_ID.match(run_id) else None
-        if record is not None:
-            found[run_id] = record
-    rows = []
-    for run_id, path in found.items():
-        data = _read_json(path) or {}
-        when = str(data.get("finished_at") or data.get("started_at") or "")
-        rows.append(RunRow(run_id, str(data.get("task", run_id.split(".")[0])),
-                           str(data.get("outcome") or data.get("status") or "?"), when, data))
-    rows.sort(key=lambda r: (r.when, r.run_id), reverse=True)
-    return rows[:limit]
 
 
 @dataclass

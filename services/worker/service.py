@@ -24,11 +24,14 @@ from koda.shared.bus import Delivery
 from koda.shared.errors import ConfigError, Permanent, RetryLater
 from koda.shared.home import LEARNINGS_CAP, HomeLayout
 from koda.shared.lastgood import LastGood
-from koda.shared.messages import ActionRequest, ActionResult, RunRequest
+from koda.shared.messages import ActionRequest, ActionResult, Event, RunLedgerEntry, RunRequest
 from koda.shared.service import Service
 from koda.shared.tasks import Task, parse_tasks
+from koda.shared.transcript import prune
 
 from .admission import Admission
+from .cancel import SUBJECT as CANCEL_SUBJECT
+from .cancel import RunsInHand
 from .cli_process import launcher
 from .ledger import Claim, Ledger
 from .limits import Limits
@@ -40,6 +43,7 @@ from .records import RunRecord, append_daily_log, write_record
 from .resources import CAUSES as RESOURCE_CAUSE_BY_ERRNO
 from .resources import AlertGate, exhaustion
 from .session import SessionResult, run_session
+from .timeline import Timeline
 from .tools import CONSOLIDATE_SKILL, KodaTools
 
 log = logging.getLogger(__name__)
@@ -77,6 +81,11 @@ class WorkerService(Service):
         self.alerts = AlertGate()
         # Probes unshare/setpriv once, off the loop, before the first run needs the launcher.
         await asyncio.to_thread(launcher, self.settings.expanded_state())
+        self.in_hand = RunsInHand()
+        self._pruned_at = 0.0
+        self._prune_transcripts()
+        sub = await self.bus.nc.subscribe(CANCEL_SUBJECT, cb=self._on_cancel)
+        self.stack.push_async_callback(sub.unsubscribe)
         r = self.registry
         self.quota = Quota(self.bus, self.settings, self.limits, self.layout, r)
         self.m_runs = Counter("koda_runs_total", "Runs finished, by outcome", ["task", "outcome"], registry=r)
@@ -193,41 +202,61 @@ class WorkerService(Service):
             "run.started", f"{task.id} started", task=task.id, run_id=request.run_id,
             data={"trigger": request.trigger, "step": claim.entry.step, "resumed": claim.resumed,
                   "steps_done": claim.entry.steps_done}))
+        timeline = Timeline(self.settings.expanded_state(), request.run_id, self.redact)
+        timeline.add("start", task=task.id, trigger=request.trigger, attempt=claim.entry.attempt,
+                     resumed=claim.resumed, step=claim.entry.step, requested_by=request.requested_by,
+                     delivery=delivery.attempt)
         tools = KodaTools(self.bus, self.layout, task, request.run_id, self.redact,
                           self.settings.worker_tool_timeout,
-                          fence=lambda: self.ledger.superseded(claim))
+                          fence=lambda: self.ledger.superseded(claim), timeline=timeline)
         ticker = asyncio.create_task(self._progress(delivery))
+        if task.script:
+            work = asyncio.ensure_future(self._script(task, request, claim, tools))
+        else:
+            pipeline = self._pipeline(task, request, claim, tools, timeline)
+            if admission is not None:
+                pipeline.turn_cap, pipeline.model = admission.max_turns, admission.model
+            work = asyncio.ensure_future(pipeline.run(started + task.timeout_seconds))
+        self.in_hand.tasks[request.run_id] = work
         try:
-            if task.script:
-                outcome = await self._script(task, request, claim, tools)
-            else:
-                pipeline = self._pipeline(task, request, claim, tools)
-                if admission is not None:
-                    pipeline.turn_cap, pipeline.model = admission.max_turns, admission.model
-                outcome = await pipeline.run(started + task.timeout_seconds)
+            outcome = await work
         except asyncio.CancelledError:
-            # Shutdown cut the run short: leave it resumable, not "running" (which counts as a crash).
-            await asyncio.shield(self._quiet_update(claim, status="paused", error="worker stopped"))
-            raise
+            by = self.in_hand.was_cancelled(request.run_id)
+            current = asyncio.current_task()
+            if by is None or (current is not None and current.cancelling()):
+                # Shutdown cut the run short: leave it resumable, not "running" (a crash).
+                timeline.add("notice", text="the worker stopped; the run resumes on redelivery")
+                await asyncio.shield(self._quiet_update(claim, status="paused", error="worker stopped"))
+                raise
+            timeline.add("cancel", by=by)
+            outcome = RunOutcome("cancelled", error=f"cancelled by {by}")
         finally:
             ticker.cancel()
+            self.in_hand.tasks.pop(request.run_id, None)
         if task.id != CONSOLIDATE_SKILL and read_learnings(self.layout)[1] > LEARNINGS_CAP:
             await tools.queue_consolidation()  # also when the agent edited learnings.md itself
         await self.quota.account(task, outcome, self.tasks.value)
         if outcome.outcome == "rate_limited":
-            return await self._rate_limited(task, claim, outcome)
+            retry = await self._rate_limited(task, claim, outcome)
+            timeline.add("notice", text=f"{retry.reason}; runs again in {retry.delay:.0f}s")
+            return retry
         attempts = task.retries.max + 1
         if (outcome.outcome == "failed" and outcome.cause not in NO_RETRY
                 and claim.entry.attempt < attempts):
-            return await self._retry(task, claim, outcome, attempts)
+            retry = await self._retry(task, claim, outcome, attempts)
+            timeline.add("notice", text=retry.reason)
+            return retry
         record = base.model_copy(update={
             "turns": outcome.turns, "cost_usd": round(outcome.cost_usd, 6),
             "input_tokens": outcome.input_tokens, "output_tokens": outcome.output_tokens,
             "artifacts": sorted(set(tools.artifacts) | _step_artifacts(self.layout, request.run_id,
                                                                          outcome)),
             "steps": outcome.steps, "result": self.redact(outcome.text)[:20_000]})
-        return await self._finish(claim, record, outcome.outcome, started, error=outcome.error,
-                                  request=request, cause=outcome.cause, attempts=attempts)
+        finished = await self._finish(claim, record, outcome.outcome, started, error=outcome.error,
+                                      request=request, cause=outcome.cause, attempts=attempts)
+        timeline.add("end", outcome=outcome.outcome, error=record.error if outcome.error else None,
+                     turns=record.turns, cost_usd=record.cost_usd, artifacts=record.artifacts)
+        return finished
 
     async def _retry(self, task: Task, claim: Claim, outcome: RunOutcome,
                      attempts: int) -> RetryLater:
@@ -246,9 +275,11 @@ class WorkerService(Service):
                   "next_attempt_at": next_at.isoformat(), "note": note}))
         return RetryLater(delay, note)
 
-    def _pipeline(self, task: Task, request: RunRequest, claim: Claim, tools: KodaTools) -> Pipeline:
+    def _pipeline(self, task: Task, request: RunRequest, claim: Claim, tools: KodaTools,
+                  timeline: Timeline) -> Pipeline:
         def on_step(step: str) -> None:
             tools.step = step
+            timeline.step(step, claim.entry.step)
 
         async def session(prompt: str, spec: SessionSpec, left: float) -> SessionResult:
             await self.ledger.check(claim)  # no model request from an attempt taken over
@@ -257,7 +288,8 @@ class WorkerService(Service):
             await asyncio.to_thread(importlib.import_module, "claude_agent_sdk")
             spec.fence = lambda: self.ledger.superseded(claim)
             options = build_options(self.settings, self.layout, spec, tools.server())
-            result = await run_session(prompt, options, timeout=left)
+            result = await run_session(prompt, options, timeout=left, on_message=timeline.on_message)
+            timeline.session_end(result)
             if result.cost_usd:  # counted per session: an attempt cut short later still paid
                 await self.limits.add_spend(result.cost_usd)
                 self.m_cost.labels(task.id).inc(result.cost_usd)
@@ -346,7 +378,7 @@ class WorkerService(Service):
         resource = cause in RESOURCE_CAUSES
         if resource and cause:
             await self._resource_alert(cause, record)
-        status = {"done": "done", "turn_cap": "turn_cap"}.get(outcome, "failed")
+        status = {"done": "done", "turn_cap": "turn_cap", "cancelled": "cancelled"}.get(outcome, "failed")
         await self.ledger.update(claim, status=status, error=record.error,
                                  cause="resource" if resource else cause, next_attempt_at=None)
         self.m_runs.labels(record.task, outcome).inc()
@@ -372,6 +404,7 @@ class WorkerService(Service):
                                            severity="info" if outcome == "done" else "warning",
                                            data=data))
         log.info("run finished", extra={"run_id": record.run_id, "outcome": outcome})
+        self._prune_transcripts()
         return None
 
     async def _resource_alert(self, cause: str, record: RunRecord) -> None:
@@ -382,6 +415,54 @@ class WorkerService(Service):
             f"({record.error})"[:300], severity="critical", task=record.task, run_id=record.run_id,
             data={"kind": f"resource.{cause}", "cause": cause, "error": record.error,
                   "home": str(self.layout.root)}))
+
+    def _prune_transcripts(self) -> None:
+        """Drop transcripts older than the audit log keeps events (at most once an hour)."""
+        if time.monotonic() - self._pruned_at < 3600 and self._pruned_at:
+            return
+        self._pruned_at = time.monotonic()
+        try:
+            prune(self.settings.expanded_state(), self.settings.transcript_max_age_days)
+        except OSError as exc:
+            log.warning("could not prune run transcripts: %s", exc)
+
+    async def _on_cancel(self, msg: Any) -> None:
+        """A cancel request: stop the run if it is ours; finish it if nobody holds it."""
+        try:
+            event = Event.from_bytes(msg.data)
+        except ValueError:
+            return
+        run_id, by = event.run_id, str(event.data.get("requested_by") or event.service)
+        if not run_id or self.in_hand.cancel(run_id, by):
+            return
+        try:
+            await self._cancel_idle(run_id, event.task, by)
+        except Exception as exc:  # another worker got there first, or the bus went away
+            log.info("cancel not applied here: %r", exc, extra={"run_id": run_id})
+
+    async def _cancel_idle(self, run_id: str, task: str | None, by: str) -> None:
+        found = await self.ledger.get(run_id)
+        if found is None:  # queued, not yet claimed: a terminal entry makes its delivery a no-op
+            entry = RunLedgerEntry(run_id=run_id, task=task or run_id.split(".")[0],
+                                   status="cancelled", worker=self.instance, error=f"cancelled by {by}")
+            await self.bus.kv["runs"].create(run_id, entry.to_bytes())
+        else:
+            entry, revision = found
+            if entry.status != "paused":  # running elsewhere (its worker acts) or already ended
+                return
+            await self.ledger.update(Claim(entry, revision, resumed=True), status="cancelled",
+                                     error=f"cancelled by {by}")
+            entry = entry.model_copy(update={"status": "cancelled"})
+        now = datetime.now(UTC)
+        record = RunRecord(run_id=run_id, task=entry.task, trigger="unknown", outcome="cancelled",
+                           started_at=now, error=f"cancelled by {by}")
+        write_record(self.layout, record)
+        Timeline(self.settings.expanded_state(), run_id, self.redact).add("cancel", by=by)
+        await self.bus.emit(self.bus.event(
+            "run.failed", f"{entry.task} cancelled by {by}"[:300], severity="warning",
+            task=entry.task, run_id=run_id,
+            data={"outcome": "cancelled", "error": record.error, "turns": 0, "cost_usd": 0.0,
+                  "duration_s": 0.0}))
 
     async def _emit_failed(self, request: RunRequest, outcome: str, error: str,
                            cause: str | None = None) -> None:

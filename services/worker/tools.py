@@ -69,6 +69,7 @@ class KodaTools:
     artifacts: list[str] = field(default_factory=list)
     #: A reason when this attempt no longer owns its run (the ledger's fencing token moved on).
     fence: Callable[[], Awaitable[str | None]] | None = None
+    timeline: Any = None  # the run's Timeline (timeline.py): approvals and artifacts go in it
 
     @property
     def drafts(self) -> Any:
@@ -86,6 +87,8 @@ class KodaTools:
                           "Koda never writes through links")
         if rel not in self.artifacts:
             self.artifacts.append(rel)
+        if self.timeline is not None:
+            self.timeline.add("artifact", path=rel, step=self.step)
         return _ok(f"saved {rel}")
 
     async def record_learning(self, args: dict[str, Any]) -> Result:
@@ -133,6 +136,9 @@ class KodaTools:
             reason=self.redact(str(args.get("reason", "")))[:1000], artifact=args.get("artifact"),
             expires_at=now + timedelta(minutes=self.task.approval_timeout_minutes))
         stored = await ApprovalStore(self.bus).propose(record)
+        if self.timeline is not None:
+            self.timeline.add("approval", id=stored.id, action=action, status=stored.status,
+                              step=self.step)
         return _ok(f"proposed {action} as approval {stored.id} ({stored.status}); a person decides. "
                    "Do not do it another way.")
 

@@ -1,0 +1,125 @@
+"""What the Runs, run and Approvals pages read: run summaries (records plus the live ledger),
+a run's transcript and approvals, and what became of each approved action."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import nats.errors
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import KeyNotFoundError
+
+from koda.shared.bus import Bus
+from koda.shared.messages import ActionRecord, ApprovalRecord, Event
+from koda.shared.runs_view import RunSummary, merge, read_records
+from koda.shared.transcript import read_entries
+
+from .context import GatewayContext
+from .status import _read_json, _record_path, ledger
+
+
+async def summaries(ctx: GatewayContext) -> list[RunSummary]:
+    rows = merge(read_records(ctx.home.runs), await ledger(ctx.bus))
+    for row in rows:
+        if row.live and row.trigger is None:
+            _fill_from_transcript(ctx, row)
+    return rows
+
+
+def _fill_from_transcript(ctx: GatewayContext, row: RunSummary) -> None:
+    """A live run's trigger, turns, tokens and cost so far, from its transcript."""
+    turns = tokens_in = tokens_out = 0
+    cost = 0.0
+    for e in read_entries(ctx.settings.expanded_state(), row.run_id):
+        kind = e.get("kind")
+        if kind == "start":
+            row.trigger = e.get("trigger")
+        elif kind == "turn":
+            turns += 1
+            tokens_in += int(e.get("input_tokens") or 0)
+            tokens_out += int(e.get("output_tokens") or 0)
+        elif kind == "session":
+            cost += float(e.get("cost_usd") or 0.0)
+    if turns:
+        row.turns, row.input_tokens, row.output_tokens = turns, tokens_in, tokens_out
+        row.cost_usd = cost or None
+
+
+async def summary(ctx: GatewayContext, run_id: str) -> RunSummary | None:
+    """One run: its record if it has ended, else what the ledger says while it goes."""
+    path = _record_path(ctx.home, run_id)
+    record = _read_json(path) if path else None
+    entry = await _ledger_entry(ctx.bus, run_id)
+    rows = merge({run_id: record} if record else {}, [entry] if entry else [])
+    if not rows:
+        return None
+    row = rows[0]
+    if row.live or row.trigger is None:
+        _fill_from_transcript(ctx, row)
+    return row
+
+
+async def _ledger_entry(bus: Bus, run_id: str) -> Any:
+    from koda.shared.messages import RunLedgerEntry
+
+    try:
+        item = await bus.kv["runs"].get(run_id)
+    except (KeyNotFoundError, ValueError):
+        return None
+    try:
+        return RunLedgerEntry.from_bytes(item.value) if item.value else None
+    except ValueError:
+        return None
+
+
+def entries(ctx: GatewayContext, run_id: str) -> list[dict[str, Any]]:
+    """The run's transcript (the page redacts each text again as it renders it)."""
+    return read_entries(ctx.settings.expanded_state(), run_id)
+
+
+async def action_outcomes(bus: Bus, records: list[ApprovalRecord]) -> dict[str, dict[str, Any]]:
+    """For each approved record: the action's result (the actions KV), or its refusal (the
+    `action.done` event, for actions refused before they ran, e.g. no script handles them)."""
+    out: dict[str, dict[str, Any]] = {}
+    approved = [r for r in records if r.status == "approved"]
+    for record in approved:
+        key = record.idempotency_key or f"approval:{record.id}"
+        try:
+            item = await bus.kv["actions"].get(hashlib.sha256(key.encode()).hexdigest())
+        except (KeyNotFoundError, ValueError, KeyError):
+            continue
+        if item.value:
+            done = ActionRecord.from_bytes(item.value)
+            if done.result is not None:
+                out[record.id] = {"ok": done.result.ok, "output": done.result.output,
+                                  "error": done.result.error}
+    if any(r.id not in out for r in approved):
+        for event in await _action_events(bus):
+            approval_id = event.data.get("approval_id")
+            if approval_id and approval_id not in out:
+                out[approval_id] = {"ok": bool(event.data.get("ok")), "output": event.summary,
+                                    "error": event.data.get("error")}
+    return out
+
+
+async def _action_events(bus: Bus, limit: int = 500) -> list[Event]:
+    """The newest `action.done` events, newest first."""
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+    sub = await bus.js.subscribe("koda.events.action.done", ordered_consumer=True, config=config)
+    out: list[Event] = []
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=0.3)
+            except nats.errors.TimeoutError:
+                break
+            try:
+                out.append(Event.from_bytes(msg.data))
+            except ValueError:
+                pass
+            if msg.metadata.num_pending == 0:
+                break
+    finally:
+        await sub.unsubscribe()
+    return out[::-1][:limit]
