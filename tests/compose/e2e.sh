@@ -161,8 +161,8 @@ fi
 # Grafana is not started: its image needs Docker Hub and Debian has no package.
 SERVICES=(nats init scheduler worker actions scraper gateway watchdog prometheus)
 LONG_RUNNING=(nats scheduler worker actions scraper gateway watchdog prometheus)
-python3 -m tests.compose.fake_api "$E2E_HOST_IP" "$FAKE_PORT" "$E2E_RUN_DIR/fake_api.log" \
-    >"$E2E_RUN_DIR/fake_api.out" 2>&1 &
+(cd "$REPO" && exec python3 -m tests.compose.fake_api "$E2E_HOST_IP" "$FAKE_PORT" \
+    "$E2E_RUN_DIR/fake_api.log" >"$E2E_RUN_DIR/fake_api.out" 2>&1 9>&-) &
 FAKE_PID=$!
 UP_START=$SECONDS
 compose up --wait --wait-timeout 240 --no-build "${SERVICES[@]}" >"$E2E_RUN_DIR/up.log" 2>&1 ||

@@ -80,7 +80,7 @@ engine_up() {
         --host "$DOCKER_HOST" \
         --bip "$E2E_BRIDGE_CIDR" \
         --default-address-pool "base=$E2E_POOL,size=24" \
-        >"$E2E_RUN_DIR/dockerd.log" 2>&1 &
+        >"$E2E_RUN_DIR/dockerd.log" 2>&1 9>&- &
     E2E_DOCKERD_PID=$!
     local i
     for ((i = 0; i < 120; i++)); do
