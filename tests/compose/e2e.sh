@@ -108,7 +108,7 @@ if [[ -z $COMPOSE ]]; then
 fi
 COMPOSE_FOR_ENGINE=$COMPOSE
 COMPOSE=  # not yet: cleanup must not call compose before the engine runs
-retry 2 engine_up || die "the Docker engine did not start"
+engine_up_retrying
 COMPOSE=$COMPOSE_FOR_ENGINE
 BASE=$(awk '/^FROM /{print $2; exit}' "$REPO/Dockerfile")
 make_base_image "$BASE"

@@ -89,7 +89,17 @@ engine_up() {
         sleep 0.5
     done
     tail -n 30 "$E2E_RUN_DIR/dockerd.log" >&2
-    die "dockerd did not answer on $DOCKER_HOST"
+    log "dockerd did not answer on $DOCKER_HOST"
+    return 1
+}
+
+# Starts the engine; one more try after a failed start, from a clean namespace.
+engine_up_retrying() {
+    engine_up && return 0
+    engine_down
+    mkdir -p "$E2E_RUN_DIR"
+    sleep 5
+    engine_up || die "the Docker engine did not start (log above)"
 }
 
 engine_down() {
