@@ -3,6 +3,7 @@ state comes from its heartbeat in NATS instead of every service showing DOWN."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -31,8 +32,8 @@ async def test_status_reads_heartbeats_when_no_supervisord_answers(
            "KODA_HOME": str(settings.home), "KODA_STATE_DIR": str(settings.state_dir),
            "KODA_NATS_URL": settings.nats_url, "KODA_HEARTBEAT_TTL": "60"}
     koda = str(Path(sys.executable).parent / "koda")
-    result = subprocess.run([koda, "status", "--json"], env=env, capture_output=True, text=True,
-                            timeout=60)
+    result = await asyncio.to_thread(subprocess.run, [koda, "status", "--json"], env=env,
+                                     capture_output=True, text=True, timeout=60)
     rows = {r["name"]: r for r in json.loads(result.stdout)}
     assert rows["nats"]["state"] == "UP"
     assert rows["worker"]["state"] == "UP" and rows["worker"]["heartbeat_age_s"] < 60
