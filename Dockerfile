@@ -24,13 +24,14 @@ RUN /opt/venv/bin/pip install --no-build-isolation -c constraints.txt ".[agent,g
 # ---- runtime: Debian's Chromium, the virtualenv, the home template, a non-root user ---------
 FROM python:3.11-slim-bookworm
 # Chromium comes from Debian (Playwright drives it with executable_path; `playwright install`
-# is not used); bubblewrap and socat are the Claude CLI's Bash sandbox (KODA_CLAUDE_SANDBOX).
+# is not used), and Playwright's driver (node) needs libatomic1 to start it; bubblewrap and socat
+# are the Claude CLI's Bash sandbox (KODA_CLAUDE_SANDBOX).
 # Not version-pinned: Debian replaces them with each security release, so a pin would stop
 # building; the base image tag fixes the Debian release.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends chromium fonts-liberation ca-certificates \
-      bubblewrap socat \
+      libatomic1 bubblewrap socat \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 10001 --user-group koda \
  && mkdir -p /koda/home /koda/state/transcripts /koda/nats \
@@ -39,6 +40,11 @@ COPY --from=build /opt/venv /opt/venv
 # `koda init` copies the agent-home template and built-in skills from here (KODA_SOURCE_DIR).
 COPY volumes/koda /opt/koda/volumes/koda
 COPY skills /opt/koda/skills
+# NATS's users and permissions are part of the image, like the code they describe.
+COPY volumes/nats/nats.conf /etc/nats/nats.conf
+# Readable by the koda user whatever the umask of the checkout the image was built from (a 077
+# checkout makes every copied file 0600 root).
+RUN chmod -R a+rX /opt/koda /etc/nats
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

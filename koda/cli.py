@@ -141,7 +141,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     rows = stack.collect_status(settings, heartbeat_ages_sync(settings))
     print(stack.status_json(rows) if args.json else stack.format_status(rows))
-    return 0 if all(r.state == "RUNNING" for r in rows) else 1
+    return 0 if all(r.state in stack.HEALTHY_STATES for r in rows) else 1
 
 
 def cmd_health(args: argparse.Namespace) -> int:

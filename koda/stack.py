@@ -166,11 +166,23 @@ def process_status(settings: KodaSettings) -> dict[str, dict[str, Any]]:
 
 
 def collect_status(settings: KodaSettings, heartbeats: dict[str, float]) -> list[ServiceStatus]:
-    """One row per program: supervisord state, pid, uptime, restarts, heartbeat age."""
+    """One row per program: supervisord state, pid, uptime, restarts, heartbeat age.
+
+    Without a local supervisord (a compose container, another host) each service's state comes
+    from its heartbeat alone: UP when fresh, STALE when old, DOWN when absent; NATS is UP when it
+    gave any heartbeat.
+    """
     try:
-        procs = process_status(settings)
+        procs: dict[str, dict[str, Any]] | None = process_status(settings)
     except (OSError, xmlrpc.client.Fault):
-        procs = {}
+        procs = None
+    if procs is None:
+        return [ServiceStatus(name="nats", state="UP" if heartbeats else "DOWN", pid=None,
+                              uptime_s=None, restarts=0, heartbeat_age_s=None)] + [
+            ServiceStatus(name=name, state=_heartbeat_state(settings, heartbeats.get(name)),
+                          pid=None, uptime_s=None, restarts=0,
+                          heartbeat_age_s=heartbeats.get(name))
+            for name in SERVICES]
     restarts = read_restarts(settings)
     rows = []
     for name in ("nats", *SERVICES):
@@ -185,6 +197,16 @@ def collect_status(settings: KodaSettings, heartbeats: dict[str, float]) -> list
             heartbeat_age_s=heartbeats.get(name),
         ))
     return rows
+
+
+#: The states `koda status` counts as healthy: supervisord's, or a fresh heartbeat's.
+HEALTHY_STATES = ("RUNNING", "UP")
+
+
+def _heartbeat_state(settings: KodaSettings, age: float | None) -> str:
+    if age is None:
+        return "DOWN"
+    return "UP" if age <= settings.heartbeat_ttl else "STALE"
 
 
 def format_status(rows: list[ServiceStatus]) -> str:

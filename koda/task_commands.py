@@ -42,7 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _run(settings: Any, task: str, wait: bool, timeout: float, spec: Any = None) -> int:
-    from koda.shared.bus import Bus
+    from koda.shared.bus import Bus, permission_violation
     from koda.shared.errors import BusError
     from koda.shared.messages import Event, RunRequest, new_run_id
 
@@ -77,7 +77,19 @@ async def _run(settings: Any, task: str, wait: bool, timeout: float, spec: Any =
             print(f"note: {task} is paused for its schedule; this manual run goes ahead")
         request = RunRequest(task=task, run_id=run_id, scheduled_for=now, trigger="manual",
                              requested_by=f"koda run ({getpass.getuser()})")
-        await bus.publish(f"koda.runs.{task}", request, msg_id=run_id)
+        try:
+            await bus.publish(f"koda.runs.{task}", request, msg_id=run_id)
+        except Exception as exc:  # nats-py's TimeoutError and NoRespondersError, among others
+            denied = permission_violation(bus)
+            if denied:
+                print(f"NATS refused the run request: {denied}. The NATS user "
+                      f"{settings.nats_user or '(none)'} may not queue runs; run this where "
+                      "the gateway's user is (`docker compose exec gateway koda run ...`).",
+                      file=sys.stderr)
+            else:
+                print(f"could not queue {run_id} on koda.runs.{task}: "
+                      f"{type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
         print(f"queued {run_id}", flush=True)
         if not wait:
             return 0

@@ -95,6 +95,9 @@ class Bus:
     settings: KodaSettings
     service: str
     kv: dict[str, KeyValue] = field(default_factory=dict)
+    #: Errors the server sent on this connection (a permissions violation arrives this way,
+    #: while the refused publish itself only times out).
+    errors: list[Exception] = field(default_factory=list)
 
     @classmethod
     async def connect(
@@ -103,6 +106,13 @@ class Bus:
         """Connect (retrying until `timeout` so services may start before NATS), then set up."""
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
+        errors: list[Exception] = []
+
+        async def on_error(exc: Exception) -> None:
+            errors.append(exc)
+            del errors[:-20]  # the latest few are enough to explain a failure
+            await _log_error(exc)
+
         while time.monotonic() < deadline:
             try:
                 # nats-py retries a first connection forever when reconnects are unlimited:
@@ -117,7 +127,7 @@ class Bus:
                     reconnect_time_wait=0.5,
                     connect_timeout=2,
                     allow_reconnect=True,
-                    error_cb=_log_error,
+                    error_cb=on_error,
                     disconnected_cb=_log_disconnect,
                     reconnected_cb=_log_reconnect,
                 ), timeout=max(0.5, min(5.0, deadline - time.monotonic())))
@@ -127,7 +137,7 @@ class Bus:
                 await asyncio.sleep(0.2)
         else:
             raise BusError(f"cannot reach NATS at {settings.nats_url}: {last_error}")
-        bus = cls(nc=nc, js=nc.jetstream(), settings=settings, service=service)
+        bus = cls(nc=nc, js=nc.jetstream(), settings=settings, service=service, errors=errors)
         if ensure:
             try:
                 await bus.ensure()
@@ -242,6 +252,14 @@ class Bus:
             self, stream, model, handler, filter_subject=filter_subject, concurrency=concurrency,
             ack_wait=ack_wait, max_deliver=max_deliver or self.settings.max_deliver)
         await consumer.run(stop, in_flight if in_flight is not None else set())
+
+
+def permission_violation(bus: Bus) -> str | None:
+    """The server's latest permissions-violation message on this connection, if any."""
+    for exc in reversed(bus.errors):
+        if "permissions violation" in str(exc).lower():
+            return str(exc).strip().strip("'")
+    return None
 
 
 async def _log_error(exc: Exception) -> None:

@@ -71,6 +71,9 @@ class KodaSettings(BaseSettings):
     nats_port: int = 4222
     port_base: int = Field(default=8100, description="Service i listens on port_base + 1 + i.")
     http_host: str = "127.0.0.1"
+    service_host: str = Field(
+        default="127.0.0.1", description="Where one service reaches another's HTTP port (the "
+        "watchdog's probes); `{service}` is replaced by the service's name, as in compose.")
     log_level: str = "INFO"
     timezone: str = "UTC"
     instance: str = Field(default="", description="Instance id; defaults to host and pid.")
@@ -172,6 +175,11 @@ class KodaSettings(BaseSettings):
     def service_port(self, service: str) -> int:
         """Each service has its own /healthz and /metrics port, fixed by its place in SERVICES."""
         return self.port_base + 1 + SERVICES.index(service)
+
+    def service_url(self, service: str, path: str) -> str:
+        """The URL of `path` on a service's HTTP port, as another service reaches it."""
+        host = self.service_host.replace("{service}", service)
+        return f"http://{host}:{self.service_port(service)}{path}"
 
     def restarts_file(self) -> Path:
         return self.expanded_state() / "restarts.json"

@@ -212,8 +212,12 @@ def sequence(*replies: Reply, then: Reply | None = None) -> Script:
 class FakeAnthropic:
     """The fake API server. Start with `start()` or `with`; `url` is its base URL."""
 
-    def __init__(self, script: Script | None = None, *, side_reply: str = "ok") -> None:
+    def __init__(self, script: Script | None = None, *, side_reply: str = "ok",
+                 host: str = "127.0.0.1", port: int = 0) -> None:
         self.script: Script = script or say()
+        # Loopback unless a test's own network needs it elsewhere (the compose end-to-end test
+        # listens on its private network namespace's host side).
+        self.host, self.port = host, port
         self.side_reply = side_reply
         self.calls: list[Call] = []
         self.rejected: list[Call] = []
@@ -235,7 +239,7 @@ class FakeAnthropic:
         class Handler(_Handler):
             api = fake
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -256,7 +260,7 @@ class FakeAnthropic:
     @property
     def url(self) -> str:
         assert self._server is not None, "start() the fake first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://{self.host}:{self._server.server_address[1]}"
 
     def env(self, *, subscription: bool = False) -> dict[str, str]:
         """What the CLI needs to talk to this fake and nothing else (as a subscription login

@@ -23,7 +23,7 @@ WORK_QUEUES = ("RUNS", "ACTIONS", "SCRAPE")
 
 def _get(url: str, timeout: float = 2.0) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # loopback only
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # Koda's own services only
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, ""
@@ -61,7 +61,7 @@ class Probes:
                                 ["site"], registry=registry)
 
     def _url(self, service: str, path: str) -> str:
-        return f"http://127.0.0.1:{self.settings.service_port(service)}{path}"
+        return self.settings.service_url(service, path)
 
     async def run_all(self) -> dict[str, Any]:
         seen: dict[str, Any] = {}

