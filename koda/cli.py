@@ -13,12 +13,14 @@ from pathlib import Path
 
 
 def _settings(args: argparse.Namespace):
+    from koda.natsauth import for_cli
     from koda.shared.settings import KodaSettings
 
     overrides = {}
     if getattr(args, "home", None):
         overrides["home"] = Path(args.home)
-    return KodaSettings(**overrides)
+    # Against a local stack the command connects as its own NATS user (`koda`).
+    return for_cli(KodaSettings(**overrides))
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -69,6 +71,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from koda import stack
+    from koda.natsauth import for_cli
     from koda.shared.health import heartbeat_ages_sync
     from koda.shared.home import init_home
 
@@ -79,6 +82,7 @@ def cmd_up(args: argparse.Namespace) -> int:
               "see `koda status`, or stop it with `koda down`", file=sys.stderr)
         return 1
     conf = stack.write_configs(settings, Path.cwd())
+    settings = for_cli(settings)  # the passwords were just generated
     supervisord = str(Path(sys.executable).parent / "supervisord")
     if not Path(supervisord).exists():
         supervisord = shutil.which("supervisord") or "supervisord"

@@ -14,9 +14,10 @@ from typing import Any
 def _settings(args: argparse.Namespace) -> Any:
     from pathlib import Path
 
+    from koda.natsauth import for_cli
     from koda.shared.settings import KodaSettings
 
-    return KodaSettings(**({"home": Path(args.home)} if getattr(args, "home", None) else {}))
+    return for_cli(KodaSettings(**({"home": Path(args.home)} if getattr(args, "home", None) else {})))
 
 
 def _load(settings: Any) -> Any:

@@ -14,15 +14,16 @@ import logging
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from koda.shared.egress import sandbox_network
 from koda.shared.home import HomeLayout
 from koda.shared.secrets import read_env_file
 from koda.shared.settings import KodaSettings
 
-from .guard import check_tool
+from .guard import check_network, check_tool
 
 log = logging.getLogger(__name__)
 
@@ -135,18 +136,37 @@ class SessionSpec:
     max_budget_usd: float | None
     gated: list[str]
     resume: str | None = None
+    #: Hosts the agent's tools may reach (tasks.json `allowed_domains`); none by default.
+    allowed_domains: list[str] = field(default_factory=list)
+
+
+def network_options(spec: SessionSpec, sandboxed: bool) -> dict[str, Any]:
+    """The network part of the options: deny by default (policy and reasons in egress.py).
+
+    Bash reaches only the task's domains through the sandbox proxy; WebFetch is not offered at
+    all to a task that names none, and is checked URL by URL by the hook otherwise.
+    """
+    sandbox = ({"enabled": True, "autoAllowBashIfSandboxed": True, "allowUnsandboxedCommands": False,
+                "network": sandbox_network(spec.allowed_domains)} if sandboxed else None)
+    return {"sandbox": sandbox, "no_fetch": not spec.allowed_domains}
 
 
 def build_options(settings: KodaSettings, layout: HomeLayout, spec: SessionSpec,
                   koda_server: Any, stderr: Any = None) -> Any:
     """A `ClaudeAgentOptions` (the SDK is imported here, at first use)."""
-    from claude_agent_sdk import ClaudeAgentOptions, HookMatcher, PermissionResultAllow
+    from claude_agent_sdk import (
+        ClaudeAgentOptions,
+        HookMatcher,
+        PermissionResultAllow,
+        PermissionResultDeny,
+    )
 
     home = layout.root
 
     async def guard_hook(hook_input: Any, tool_use_id: str | None, context: Any) -> Any:
-        reason = check_tool(str(hook_input.get("tool_name", "")),
-                            dict(hook_input.get("tool_input") or {}), home, spec.gated)
+        tool, tool_input = str(hook_input.get("tool_name", "")), dict(hook_input.get("tool_input") or {})
+        reason = (check_tool(tool, tool_input, home, spec.gated)
+                  or await check_network(tool, tool_input, spec.allowed_domains))
         if reason is None:
             return {}
         return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "deny",
@@ -154,10 +174,17 @@ def build_options(settings: KodaSettings, layout: HomeLayout, spec: SessionSpec,
 
     async def allow(tool: str, tool_input: dict[str, Any], context: Any) -> Any:
         # The guard hook has already refused what is not allowed; nobody is there to ask.
+        # The sandbox proxy asks about unlisted hosts only if its strict allow list is off:
+        # a host is on the list or it is refused, never allowed by a yes-to-all callback.
+        if tool == "SandboxNetworkAccess":
+            return PermissionResultDeny(message="Refused: that host is not in this task's "
+                                        "allowed_domains.")
         return PermissionResultAllow()
 
     servers: dict[str, Any] = {**mcp_servers(layout), "koda": koda_server}
     sandboxed = settings.claude_sandbox and scrub_available()
+    network = network_options(spec, sandboxed)
+    disallowed = ["WebSearch", "CronCreate", "CronDelete", "ScheduleWakeup", "EnterWorktree"]
     return ClaudeAgentOptions(
         system_prompt={"type": "preset", "preset": "claude_code", "append": spec.system_append},
         setting_sources=[],
@@ -167,14 +194,13 @@ def build_options(settings: KodaSettings, layout: HomeLayout, spec: SessionSpec,
         model=settings.model,
         env=cli_env(settings, layout),
         mcp_servers=servers,
-        disallowed_tools=["WebSearch", "CronCreate", "CronDelete", "ScheduleWakeup", "EnterWorktree"],
+        disallowed_tools=[*disallowed, "WebFetch"] if network["no_fetch"] else disallowed,
         hooks={"PreToolUse": [HookMatcher(matcher=None, hooks=[guard_hook])]},
         can_use_tool=allow,
         # Permission rules the CLI enforces itself; with the sandbox on, Read denies also bind
         # every Bash command at the OS level (bubblewrap), whatever the command's spelling.
         settings=json.dumps({"permissions": {"deny": deny_rules(home)}}),
-        sandbox={"enabled": True, "autoAllowBashIfSandboxed": True,
-                 "allowUnsandboxedCommands": False} if sandboxed else None,
+        sandbox=network["sandbox"],
         resume=spec.resume,
         stderr=stderr,
     )

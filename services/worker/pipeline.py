@@ -9,6 +9,7 @@ to `max_continuations` times.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -121,7 +122,8 @@ class Pipeline:
         prompt = user_prompt(step.prompt, context=self.request.context if index == 0 else None,
                              prior=prior)
         spec = SessionSpec(system_append=self.system_for(step.skill), max_turns=step.max_turns,
-                           max_budget_usd=self.task.max_budget_usd, gated=list(self.task.gated))
+                           max_budget_usd=self.task.max_budget_usd, gated=list(self.task.gated),
+                           allowed_domains=list(self.task.allowed_domains))
         continuations = self.claim.entry.continuations
         turns = 0
         cost = 0.0
@@ -139,8 +141,7 @@ class Pipeline:
                     and continuations < self.task.max_continuations and result.session_id):
                 continuations += 1
                 await self.ledger.update(self.claim, continuations=continuations)
-                spec = SessionSpec(spec.system_append, spec.max_turns, spec.max_budget_usd, spec.gated,
-                                   resume=result.session_id)
+                spec = dataclasses.replace(spec, resume=result.session_id)
                 prompt = CONTINUE_PROMPT
                 continue
             break
