@@ -12,6 +12,7 @@ import shlex
 import socket
 import urllib.request
 from dataclasses import dataclass
+from typing import Any
 
 from koda.shared.settings import SERVICES
 from tests.stack import Stack
@@ -110,3 +111,22 @@ def fetch_urls(targets: list[Target]) -> list[str]:
     urls += [f"http://example.com@127.0.0.1:{port}/healthz", f"https://127.0.0.1:{port}/",
              METADATA_URL, "file:///proc/self/environ"]
     return urls
+
+
+def tool_results(call: Any) -> list[str]:
+    """The text of every tool_result block in a request's newest user message."""
+    for message in reversed(call.messages):
+        if message.get("role") == "user" and isinstance(message.get("content"), list):
+            return [_text(block.get("content")) for block in message["content"]
+                    if isinstance(block, dict) and block.get("type") == "tool_result"]
+    return []
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "\n".join(_text(v) for v in value)
+    if isinstance(value, dict):
+        return str(value.get("text", ""))
+    return ""
