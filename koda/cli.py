@@ -55,6 +55,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from koda.shared.approval_keys import generate
+
+    private, public = generate()
+    print(f"KODA_APPROVAL_SIGNING_KEY={private}\nKODA_APPROVAL_VERIFY_KEY={public}")
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from koda.shared.settings import SOURCE_DIR
     from koda.shared.tasks import json_schema
@@ -183,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("service")
     p = sub.add_parser("service", help="run one service in the foreground")
     p.add_argument("name")
+    sub.add_parser("keys", help="print a new approval key pair for compose.env "
+                   "(KODA_APPROVAL_SIGNING_KEY for the gateway, KODA_APPROVAL_VERIFY_KEY for actions)")
     p = sub.add_parser("schema", help="print (or --write) the tasks.json JSON Schema")
     p.add_argument("--write", action="store_true")
     p = sub.add_parser("site", help="sites that need a person: `site list`, `site clear SITE`")
@@ -198,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {
     "init": cmd_init, "doctor": cmd_doctor, "up": cmd_up, "down": cmd_down,
     "status": cmd_status, "health": cmd_health, "service": cmd_service, "schema": cmd_schema,
-    "site": cmd_site,
+    "keys": cmd_keys, "site": cmd_site,
 }
 
 

@@ -88,6 +88,28 @@ def users_config(settings: KodaSettings, passwords: dict[str, str]) -> str:
     return text[:end] + CLI_USER_BLOCK % quote(passwords[CLI_USER]) + text[end:]
 
 
+APPROVAL_KEYS_FILE = "approval-keys.json"
+
+
+def approval_keys(settings: KodaSettings) -> tuple[str, str]:
+    """The local stack's approval key pair (private, public), made once into the state folder
+    (0600) and kept, so a decision signed before a restart still verifies after it."""
+    from koda.shared import approval_keys as keys
+
+    path = settings.expanded_state() / APPROVAL_KEYS_FILE
+    try:
+        data = json.loads(path.read_text())
+        return str(data["signing"]), keys.public_of(str(data["signing"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    private, public = keys.generate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({"signing": private}, out)
+    return private, public
+
+
 def for_cli(settings: KodaSettings) -> KodaSettings:
     """Settings for the `koda` command: the local stack's CLI user unless a user is set."""
     if settings.nats_user:

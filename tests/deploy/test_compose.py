@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from koda import stack
+from koda import natsauth, stack
 from koda.shared.settings import SERVICES, KodaSettings
 from tests.deploy.artifacts import (
     EXAMPLE_ENV,
@@ -88,7 +88,7 @@ def test_a_subscription_token_instead_of_an_api_key_reaches_the_worker_only(tmp_
 def local_programs(tmp_path: Path) -> dict[str, list[str]]:
     """Program name -> argv of the local stack, from the supervisord config stack.py writes."""
     settings = KodaSettings(home=tmp_path / "home", state_dir=tmp_path / "state")
-    text = stack.supervisord_config(settings, tmp_path)
+    text = stack.supervisord_config(settings, tmp_path, natsauth.generate(settings))
     programs = {}
     for name, command in re.findall(r"\[program:([^\]]+)\]\ncommand=(.+)", text):
         argv = command.split()
