@@ -67,3 +67,26 @@ def hostile_stack(tmp_path_factory: pytest.TempPathFactory,
         yield running
     finally:
         running.down()
+
+
+class Violations:
+    """Errors the NATS server sends a client asynchronously (permissions violations)."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.seen = asyncio.Event()
+
+    async def on_error(self, exc: Exception) -> None:
+        self.errors.append(str(exc))
+        self.seen.set()
+
+
+async def connect_as(stack: Stack, user: str) -> tuple[Any, Violations]:
+    """A plain nats-py client logged in as one of the stack's users, and its error collector."""
+    import nats
+
+    violations = Violations()
+    password = stack.credentials(user)["nats_password"].get_secret_value()
+    nc = await nats.connect(stack.env["KODA_NATS_URL"], user=user, password=password,
+                            error_cb=violations.on_error, allow_reconnect=False)
+    return nc, violations
