@@ -78,7 +78,16 @@ class Violations:
 
     async def on_error(self, exc: Exception) -> None:
         self.errors.append(str(exc))
-        self.seen.set()
+        if "permissions violation" in str(exc).lower():
+            self.seen.set()
+
+    async def wait(self, timeout: float = 20) -> str:
+        """The first permissions violation the server reported (fails the test if none comes)."""
+        try:
+            await asyncio.wait_for(self.seen.wait(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"no permissions violation in {timeout}s; errors: {self.errors}") from None
+        return next(e for e in self.errors if "permissions violation" in e.lower())
 
 
 async def connect_as(stack: Stack, user: str) -> tuple[Any, Violations]:

@@ -100,8 +100,7 @@ async def test_the_workers_credentials_cannot_approve_or_run_gated_work(stack: S
         await nc.publish("koda.actions.video.publish", ActionRequest(
             name="video.publish", idempotency_key="approval:publish-video.m1.unsigned",
             approval_id="publish-video.m1.unsigned", args={"video_id": "v1"}).to_bytes())
-        await asyncio.wait_for(violations.seen.wait(), 10)
-        assert "permissions violation" in violations.errors[0].lower(), violations.errors
+        assert "koda.actions.video.publish" in await violations.wait()
         # And the worker's own code path cannot decide: it holds no signing key.
         bus = await Bus.connect(stack.settings.model_copy(update=stack.credentials("worker")),
                                 "worker")
