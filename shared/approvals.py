@@ -224,9 +224,10 @@ class ApprovalStore:
     async def dispatch_pending(self) -> int:
         """Publish approved records whose publish was cut short (a crash mid-decision)."""
         count = 0
-        verify_key = approval_keys.public_of(self._signing_key) if self._signing_key else None
         for record in await self.all():
             if record.status == "approved" and not record.dispatched:
+                # Derived here, not at start: cryptography loads only when there is work.
+                verify_key = approval_keys.public_of(self._signing_key) if self._signing_key else None
                 if not genuine(record, verify_key):
                     log.warning("approved record without the gateway's signature: not dispatched",
                                 extra={"approval_id": record.id})
