@@ -140,15 +140,16 @@ class SessionSpec:
     allowed_domains: list[str] = field(default_factory=list)
 
 
-def network_options(spec: SessionSpec, sandboxed: bool) -> dict[str, Any]:
-    """The network part of the options: deny by default (policy and reasons in egress.py).
+def network_sandbox(spec: SessionSpec) -> Any:  # the SDK's SandboxNetworkConfig
+    """The sandbox's `network` settings: Bash reaches only the task's domains, through the
+    sandbox proxy, never a local or private address (policy and reasons in egress.py)."""
+    return sandbox_network(spec.allowed_domains)
 
-    Bash reaches only the task's domains through the sandbox proxy; WebFetch is not offered at
-    all to a task that names none, and is checked URL by URL by the hook otherwise.
-    """
-    sandbox = ({"enabled": True, "autoAllowBashIfSandboxed": True, "allowUnsandboxedCommands": False,
-                "network": sandbox_network(spec.allowed_domains)} if sandboxed else None)
-    return {"sandbox": sandbox, "no_fetch": not spec.allowed_domains}
+
+def network_disallowed(spec: SessionSpec) -> list[str]:
+    """Fetching tools a task without `allowed_domains` is not offered at all (otherwise the
+    hook checks each URL)."""
+    return [] if spec.allowed_domains else ["WebFetch"]
 
 
 def build_options(settings: KodaSettings, layout: HomeLayout, spec: SessionSpec,
@@ -183,8 +184,6 @@ def build_options(settings: KodaSettings, layout: HomeLayout, spec: SessionSpec,
 
     servers: dict[str, Any] = {**mcp_servers(layout), "koda": koda_server}
     sandboxed = settings.claude_sandbox and scrub_available()
-    network = network_options(spec, sandboxed)
-    disallowed = ["WebSearch", "CronCreate", "CronDelete", "ScheduleWakeup", "EnterWorktree"]
     return ClaudeAgentOptions(
         system_prompt={"type": "preset", "preset": "claude_code", "append": spec.system_append},
         setting_sources=[],
@@ -194,13 +193,16 @@ def build_options(settings: KodaSettings, layout: HomeLayout, spec: SessionSpec,
         model=settings.model,
         env=cli_env(settings, layout),
         mcp_servers=servers,
-        disallowed_tools=[*disallowed, "WebFetch"] if network["no_fetch"] else disallowed,
+        disallowed_tools=["WebSearch", "CronCreate", "CronDelete", "ScheduleWakeup", "EnterWorktree",
+                          *network_disallowed(spec)],
         hooks={"PreToolUse": [HookMatcher(matcher=None, hooks=[guard_hook])]},
         can_use_tool=allow,
         # Permission rules the CLI enforces itself; with the sandbox on, Read denies also bind
         # every Bash command at the OS level (bubblewrap), whatever the command's spelling.
         settings=json.dumps({"permissions": {"deny": deny_rules(home)}}),
-        sandbox=network["sandbox"],
+        sandbox={"enabled": True, "autoAllowBashIfSandboxed": True,
+                 "allowUnsandboxedCommands": False,
+                 "network": network_sandbox(spec)} if sandboxed else None,
         resume=spec.resume,
         stderr=stderr,
     )
