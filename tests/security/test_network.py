@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from koda.services.worker.guard import check_network
 from koda.services.worker.options import scrub_available
 from koda.shared.egress import Refused, check_url
 from koda.shared.errors import ConfigError
@@ -90,3 +91,17 @@ def test_a_task_cannot_allow_a_local_name_or_an_address(tmp_path: Path) -> None:
     ok = parse_tasks('{"tasks": [{"id": "t", "prompt": "p", "allowed_domains": ["API.x.com:443"]}]}',
                      tmp_path / "tasks.json")
     assert ok.tasks[0].allowed_domains == ["api.x.com:443"]
+
+
+@pytest.mark.parametrize(("tool", "tool_input"), [
+    ("WebFetch", {"url": "http://127.0.0.1:8110/approvals", "prompt": "x"}),
+    ("mcp__fetch__fetch", {"url": "http://[::1]:4222/"}),
+    ("mcp__browser__navigate", {"options": {"pages": ["https://example.com/",
+                                                      "http://169.254.169.254/"]}}),
+])
+def test_every_fetching_tool_is_held_to_the_allowed_domains(tool: str, tool_input: dict[str, object]) -> None:
+    """Another MCP server's tool fetches outside the sandbox too: any URL in its input counts."""
+    reason = asyncio.run(check_network(tool, tool_input, ["example.com"]))
+    assert reason is not None and reason.startswith("Refused"), reason
+    # Koda's own tools go through services that keep their own limits (the scraper's site host).
+    assert asyncio.run(check_network("mcp__koda__scrape", {"url": "http://127.0.0.1/"}, [])) is None
