@@ -93,7 +93,7 @@ def pctl(values: list[float], q: float) -> float:
 
 
 async def measure(stack: Stack, kills: int) -> dict[str, dict[str, list[float]]]:
-    obs = Observer(stack.env["KODA_NATS_URL"])
+    obs = Observer(stack.client_url)
     await obs.start()
     results: dict[str, dict[str, list[float]]] = {}
     for mode in ("floor", "koda"):

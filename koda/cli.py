@@ -19,10 +19,12 @@ if TYPE_CHECKING:
 
 
 def settings_from(args: argparse.Namespace) -> KodaSettings:
-    """The settings every command uses: the environment and the config file, `--home` on top."""
+    """The settings every command uses: the environment and the config file, `--home` on top;
+    against a local stack the command connects as its own NATS user (`koda`)."""
+    from koda.natsauth import for_cli
     from koda.shared.settings import KodaSettings
 
-    return KodaSettings(home=Path(args.home)) if getattr(args, "home", None) else KodaSettings()
+    return for_cli(KodaSettings(home=Path(args.home)) if getattr(args, "home", None) else KodaSettings())
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -64,6 +66,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from koda.shared.approval_keys import generate
+
+    private, public = generate()
+    print(f"KODA_APPROVAL_SIGNING_KEY={private}\nKODA_APPROVAL_VERIFY_KEY={public}")
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from koda.shared.settings import SOURCE_DIR
     from koda.shared.tasks import json_schema
@@ -80,6 +90,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from koda import stack
+    from koda.natsauth import for_cli
     from koda.shared.health import heartbeat_ages_sync
     from koda.shared.home import init_home
 
@@ -90,6 +101,7 @@ def cmd_up(args: argparse.Namespace) -> int:
               "see `koda status`, or stop it with `koda down`", file=sys.stderr)
         return 1
     conf = stack.write_configs(settings, Path.cwd())
+    settings = for_cli(settings)  # the passwords were just generated
     supervisord = str(Path(sys.executable).parent / "supervisord")
     if not Path(supervisord).exists():
         supervisord = shutil.which("supervisord") or "supervisord"
@@ -194,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("service")
     p = sub.add_parser("service", help="run one service in the foreground")
     p.add_argument("name")
+    sub.add_parser("keys", help="print a new approval key pair for compose.env "
+                   "(KODA_APPROVAL_SIGNING_KEY for the gateway, KODA_APPROVAL_VERIFY_KEY for actions)")
     p = sub.add_parser("schema", help="print (or --write) the tasks.json JSON Schema")
     p.add_argument("--write", action="store_true")
     p = sub.add_parser("site", help="sites that need a person: `site list`, `site clear SITE`")
@@ -210,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {
     "init": cmd_init, "doctor": cmd_doctor, "up": cmd_up, "down": cmd_down,
     "status": quiet_pipe(cmd_status), "health": cmd_health, "service": cmd_service, "schema": cmd_schema,
-    "site": cmd_site,
+    "keys": cmd_keys, "site": cmd_site,
 }
 
 

@@ -1,7 +1,10 @@
 """Approvals as durable state: one record per proposal in the `approvals` KV.
 
 A decision is taken once: every change is a compare-and-set on the record's revision, so a
-second click, a replayed message or a decision after expiry changes nothing. Only an approved
+second click, a replayed message or a decision after expiry changes nothing. Only a store
+holding the gateway's signing key can decide, and it signs what it decided (`signed_fields`):
+the actions service verifies that signature with the public key, so a record any other process
+writes into the bucket (the worker may: it proposes) approves nothing. Only an approved
 record is published to ACTIONS, with the idempotency key `approval:<id>` as its message id, so it
 runs once; `dispatch_pending` re-publishes an approved record whose publish was cut short (the
 same id makes that harmless).
@@ -18,6 +21,7 @@ from typing import Any
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 
+from . import approval_keys
 from .bus import Bus
 from .messages import ActionRequest, ApprovalRecord
 from .secrets import Redactor, redactor_for_home
@@ -44,6 +48,21 @@ def new_proposal(task: str, run_id: str, action: str, *, args: dict[str, Any] | 
         expires_at=now + timedelta(minutes=timeout_minutes))
 
 
+def signed_fields(record: ApprovalRecord) -> dict[str, Any]:
+    """What a decision's signature covers: which action, with which arguments, run under which
+    key, decided how, by whom and when."""
+    data = record.model_dump(mode="json")
+    fields = ("id", "task", "run_id", "action", "args", "status", "decided_by", "decided_at")
+    return {**{k: data[k] for k in fields},
+            "idempotency_key": record.idempotency_key or f"approval:{record.id}"}
+
+
+def genuine(record: ApprovalRecord, verify_key: str | None) -> bool:
+    """True if the record's decision carries the gateway's valid signature."""
+    return bool(verify_key) and approval_keys.verify(signed_fields(record), record.signature,
+                                                     str(verify_key))
+
+
 @dataclass
 class Decision:
     """What a decision attempt did: `changed` is False for a repeat, a late or a foreign click."""
@@ -60,6 +79,8 @@ class ApprovalStore:
         self.bus = bus
         self.kv = bus.kv["approvals"]
         self.redact = redact or redactor_for_home(bus.settings.expanded_home())
+        key = bus.settings.approval_signing_key
+        self._signing_key = key.get_secret_value() if key else None
 
     async def propose(self, record: ApprovalRecord) -> ApprovalRecord:
         """Store a new pending approval (idempotent on its id) and announce it.
@@ -140,6 +161,9 @@ class ApprovalStore:
         message, a reminder) is read again; one changed by a decision makes this one a no-op.
         """
         now = now or datetime.now(UTC)
+        if self._signing_key is None:
+            return Decision(False, None, "only the gateway decides approvals "
+                            "(this process has no KODA_APPROVAL_SIGNING_KEY)")
         for _ in range(10):
             got = await self.get(approval_id)
             if got is None:
@@ -166,7 +190,9 @@ class ApprovalStore:
                           now: datetime, note: str | None = None) -> ApprovalRecord | None:
         note = self.redact(note)[:500] if note else None
         updated = record.model_copy(update={"status": status, "decided_by": who, "decided_at": now,
-                                            "note": note})
+                                            "note": note, "signature": None})
+        if self._signing_key is not None:
+            updated.signature = approval_keys.sign(signed_fields(updated), self._signing_key)
         try:
             await self.kv.update(record.id, updated.to_bytes(), last=revision)
         except KeyWrongLastSequenceError:
@@ -202,6 +228,12 @@ class ApprovalStore:
         count = 0
         for record in await self.all():
             if record.status == "approved" and not record.dispatched:
+                # Derived here, not at start: cryptography loads only when there is work.
+                verify_key = approval_keys.public_of(self._signing_key) if self._signing_key else None
+                if not genuine(record, verify_key):
+                    log.warning("approved record without the gateway's signature: not dispatched",
+                                extra={"approval_id": record.id})
+                    continue
                 await self._dispatch(record)
                 count += 1
         return count

@@ -170,6 +170,9 @@ class ApprovalRecord(Message):
     idempotency_key: str | None = None
     discord_channel_id: int | None = Field(default=None, description="Where the gateway asked.")
     discord_message_id: int | None = Field(default=None, description="The message with buttons.")
+    signature: str | None = Field(
+        default=None, description="The gateway's Ed25519 signature of the decision "
+        "(shared/approval_keys.py); actions runs nothing for a decision without a valid one.")
 
 
 class Heartbeat(Message):

@@ -117,6 +117,12 @@ class KodaSettings(BaseSettings):
     discord_gateway_url: str | None = Field(default=None, description="Override of the gateway URL.")
     console_port: int | None = Field(default=None, description="Web console port; port_base + 10.")
     console_token: SecretStr | None = Field(default=None, description="Console login token.")
+    approval_signing_key: SecretStr | None = Field(
+        default=None, description="Gateway only: Ed25519 private key (base64) that signs every "
+        "approval decision; `koda up` generates one, `koda keys` prints a pair for compose.")
+    approval_verify_key: str | None = Field(
+        default=None, description="Actions only: the matching public key (base64); gated scripts "
+        "and action kinds run only for a decision signed with its private key.")
     approval_sweep_interval: float = Field(default=15.0, gt=0, description="Expiry check period.")
     digest_hour: int = Field(default=20, ge=0, le=23, description="Daily digest hour (timezone).")
     chat_task: str = Field(default="chat", description="Task id that owner chat runs use.")

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from . import cron as cronexpr
 from .configfile import parse_config, read_config_text
+from .egress import domain_problem
 
 TASK_ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 DEFAULT_MAX_TURNS = 25
@@ -73,6 +74,10 @@ class Task(_Strict):
     gated: list[str] = Field(
         default_factory=list, description="Action kinds or tool names (globs) that need approval."
     )
+    allowed_domains: list[str] = Field(
+        default_factory=list,
+        description="Hosts the agent's Bash and WebFetch may reach (example.com, *.example.com, "
+        "api.example.com:443); none by default. Local and private addresses are never reachable.")
     approval_timeout_minutes: int = Field(default=24 * 60, ge=1)
     on_approval_expiry: Literal["reject"] = "reject"
     overlap: Literal["skip", "queue_one", "allow"] = "skip"
@@ -92,6 +97,15 @@ class Task(_Strict):
         if value is not None:
             cronexpr.parse(value)
         return value
+
+    @field_validator("allowed_domains")
+    @classmethod
+    def _domains_are_hosts(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            problem = domain_problem(entry.lower())
+            if problem:
+                raise ValueError(f"{entry!r}: {problem}")
+        return [entry.lower() for entry in value]
 
     @field_validator("timezone")
     @classmethod

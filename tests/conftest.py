@@ -11,7 +11,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
+from koda.shared import approval_keys
 from koda.shared.bus import Bus
 from koda.shared.settings import KodaSettings
 from tests.natsserver import NatsServer, free_port_block
@@ -29,10 +31,19 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def approval_key_pair() -> tuple[str, str]:
+    """The gateway's signing key and the matching verify key (private, public)."""
+    return approval_keys.generate()
+
+
 @pytest.fixture
-def settings(tmp_path: Path, nats_server: NatsServer) -> KodaSettings:
-    """Settings for a temp home and state folder, pointed at the test's NATS server."""
+def settings(tmp_path: Path, nats_server: NatsServer, approval_key_pair: tuple[str, str]) -> KodaSettings:
+    """Settings for a temp home and state folder, pointed at the test's NATS server; the one
+    process of an in-process test holds both approval keys (gateway's and actions' halves)."""
     return KodaSettings(
+        approval_signing_key=SecretStr(approval_key_pair[0]),
+        approval_verify_key=approval_key_pair[1],
         home=tmp_path / "home",
         state_dir=tmp_path / "state",
         nats_url=nats_server.url,

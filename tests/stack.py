@@ -54,7 +54,25 @@ class Stack:
         if result.returncode != 0:
             self.down()
             raise RuntimeError(f"koda up failed:\n{result.stdout}\n{result.stderr}\n{self.logs()}")
+        # Every NATS client of the stack needs a user: tests connect as the CLI's.
+        self.settings = self.settings.model_copy(update=self.credentials("koda"))
         return result
+
+    def credentials(self, user: str) -> dict[str, Any]:
+        """`nats_user` and `nats_password` of one of the stack's NATS users (after `up`)."""
+        from pydantic import SecretStr
+
+        from koda import natsauth
+
+        password = natsauth.read(self.settings)[user]
+        return {"nats_user": user, "nats_password": SecretStr(password)}
+
+    @property
+    def client_url(self) -> str:
+        """The NATS URL with the CLI user's credentials in it, for plain nats-py clients."""
+        creds = self.credentials("koda")
+        return self.env["KODA_NATS_URL"].replace(
+            "nats://", f"nats://koda:{creds['nats_password'].get_secret_value()}@")
 
     def down(self) -> None:
         self.koda("down", timeout=60)

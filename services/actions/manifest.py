@@ -2,15 +2,16 @@
 
 `script.<name>` runs the manifest's script `<name>`; any other name is an approved action kind,
 run by the script whose `actions` lists it. A gated script, and every action kind, runs only with
-an approval record in the `approvals` KV that is approved and names this action: a request the
-model made up, or one copied from web content, cannot reach a gated script.
+an approval record in the `approvals` KV that is approved, names this action and carries the
+gateway's signature: a request the model made up, one copied from web content, or a record
+written into the bucket by another service cannot reach a gated script.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from koda.shared.approvals import ApprovalStore
+from koda.shared.approvals import ApprovalStore, genuine
 from koda.shared.configfile import load_config
 from koda.shared.errors import KodaError
 from koda.shared.home import HomeLayout
@@ -78,6 +79,15 @@ async def check_approval(store: ApprovalStore, request: ActionRequest) -> None:
     if record.action not in wanted:
         raise Refused(f"approval {request.approval_id} is for {record.action}, not {request.name}",
                       "unapproved")
+    # Anyone who may propose may also write the bucket: only the gateway's signature proves
+    # that a person decided (the gateway checks the approver allowlist and the console token).
+    verify_key = store.bus.settings.approval_verify_key
+    if not verify_key:
+        raise Refused(f"{request.name} needs a verified approval, and this actions service has no "
+                      "KODA_APPROVAL_VERIFY_KEY to check one: nothing gated runs", "unapproved")
+    if not genuine(record, verify_key):
+        raise Refused(f"approval {request.approval_id} does not carry the gateway's signature: "
+                      "it was not decided by a person through the gateway", "forged")
     # A person approved these arguments, once: other arguments or a second key are not approved.
     if request.args != record.args:
         raise Refused(f"approval {request.approval_id} was given for other arguments", "unapproved")

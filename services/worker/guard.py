@@ -9,7 +9,9 @@ allowed tools that skip `can_use_tool`, so this is where the rules live:
   `mcp-servers.json`, `soul.md`, `tasks.json`, `skills/`; changes to those are proposed;
 - Bash may not name those paths (or `/proc/*/environ`);
 - a tool matching the task's `gated` patterns is refused with a message telling the agent to
-  propose it instead.
+  propose it instead;
+- WebFetch and other MCP servers' tools may fetch only URLs on the task's `allowed_domains`,
+  never a local, private or metadata address (`check_network`, policy in egress.py).
 
 This is one layer. The other two: the CLI's environment holds no third-party secret at all
 (options.cli_env), and everything the koda tools return is redacted.
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from koda.shared.approvals import is_gated
+from koda.shared.egress import Refused, check_url, urls_in
 
 FILE_TOOLS = {"Read", "Write", "Edit", "MultiEdit", "NotebookEdit", "Glob", "Grep", "LS"}
 WRITE_TOOLS = {"Write", "Edit", "MultiEdit", "NotebookEdit"}
@@ -80,4 +83,27 @@ def _check_paths(tool: str, tool_input: dict[str, Any], home: Path) -> str | Non
             # A search over these folders would read .env or the cookie jars too.
             return (f"Refused: search a specific folder or file (e.g. data/drafts), not {raw}, "
                     "which contains credentials.")
+    return None
+
+
+#: Tools that fetch a URL outside the sandbox (in the CLI's or an MCP server's process).
+FETCH_TOOLS = {"WebFetch"}
+#: Koda's own tools reach the outside only through services that enforce their own limits
+#: (the scraper keeps a job on its site's host).
+KODA_TOOLS = "mcp__koda__"
+
+
+async def check_network(tool: str, tool_input: dict[str, Any], allowed: list[str]) -> str | None:
+    """None if the call fetches nothing, or only URLs the task allows; else the refusal."""
+    if tool in FETCH_TOOLS:
+        urls = [str(tool_input.get("url", ""))]
+    elif tool.startswith("mcp__") and not tool.startswith(KODA_TOOLS):
+        urls = urls_in(tool_input)
+    else:
+        return None
+    for url in urls:
+        try:
+            await check_url(url, allowed)
+        except Refused as refused:
+            return str(refused)
     return None

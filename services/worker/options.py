@@ -15,16 +15,17 @@ import os
 import shutil
 import subprocess
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from koda.shared.egress import sandbox_network
 from koda.shared.home import HomeLayout
 from koda.shared.secrets import read_env_file
 from koda.shared.settings import KodaSettings
 
 from .cli_process import launcher
-from .guard import check_tool
+from .guard import check_network, check_tool
 
 log = logging.getLogger(__name__)
 
@@ -259,19 +260,39 @@ class SessionSpec:
     model: str | None = None  # admission's cheaper model; None = the configured one
     #: Checked before every tool call: a reason when this attempt no longer owns the run.
     fence: Callable[[], Awaitable[str | None]] | None = None
+    #: Hosts the agent's tools may reach (tasks.json `allowed_domains`); none by default.
+    allowed_domains: list[str] = field(default_factory=list)
+
+
+def network_sandbox(spec: SessionSpec) -> Any:  # the SDK's SandboxNetworkConfig
+    """The sandbox's `network` settings: Bash reaches only the task's domains, through the
+    sandbox proxy, never a local or private address (policy and reasons in egress.py)."""
+    return sandbox_network(spec.allowed_domains)
+
+
+def network_disallowed(spec: SessionSpec) -> list[str]:
+    """Fetching tools a task without `allowed_domains` is not offered at all (otherwise the
+    hook checks each URL)."""
+    return [] if spec.allowed_domains else ["WebFetch"]
 
 
 def build_options(settings: KodaSettings, layout: HomeLayout, spec: SessionSpec,
                   koda_server: Any, stderr: Any = None) -> Any:
     """A `ClaudeAgentOptions` (the SDK is imported here, at first use)."""
-    from claude_agent_sdk import ClaudeAgentOptions, HookMatcher, PermissionResultAllow
+    from claude_agent_sdk import (
+        ClaudeAgentOptions,
+        HookMatcher,
+        PermissionResultAllow,
+        PermissionResultDeny,
+    )
 
     home = layout.root
 
     async def guard_hook(hook_input: Any, tool_use_id: str | None, context: Any) -> Any:
+        tool, tool_input = str(hook_input.get("tool_name", "")), dict(hook_input.get("tool_input") or {})
         reason = await spec.fence() if spec.fence else None
-        reason = reason or check_tool(str(hook_input.get("tool_name", "")),
-                                      dict(hook_input.get("tool_input") or {}), home, spec.gated)
+        reason = (reason or check_tool(tool, tool_input, home, spec.gated)
+                  or await check_network(tool, tool_input, spec.allowed_domains))
         if reason is None:
             return {}
         return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "deny",
@@ -279,6 +300,11 @@ def build_options(settings: KodaSettings, layout: HomeLayout, spec: SessionSpec,
 
     async def allow(tool: str, tool_input: dict[str, Any], context: Any) -> Any:
         # The guard hook has already refused what is not allowed; nobody is there to ask.
+        # The sandbox proxy asks about unlisted hosts only if its strict allow list is off:
+        # a host is on the list or it is refused, never allowed by a yes-to-all callback.
+        if tool == "SandboxNetworkAccess":
+            return PermissionResultDeny(message="Refused: that host is not in this task's "
+                                        "allowed_domains.")
         return PermissionResultAllow()
 
     servers: dict[str, Any] = {**mcp_servers(layout), "koda": koda_server}
@@ -287,7 +313,8 @@ def build_options(settings: KodaSettings, layout: HomeLayout, spec: SessionSpec,
     # only an explicit KODA_CLAUDE_SANDBOX=false gets here without it.
     # `filesystem` is a CLI setting the SDK's SandboxSettings type does not list yet.
     sandbox: Any = {"enabled": True, "failIfUnavailable": True, "autoAllowBashIfSandboxed": True,
-               "allowUnsandboxedCommands": False, **files["sandbox"]} if settings.claude_sandbox else None
+               "allowUnsandboxedCommands": False, "network": network_sandbox(spec),
+               **files["sandbox"]} if settings.claude_sandbox else None
     return ClaudeAgentOptions(
         system_prompt={"type": "preset", "preset": "claude_code", "append": spec.system_append},
         setting_sources=[],
@@ -297,7 +324,8 @@ def build_options(settings: KodaSettings, layout: HomeLayout, spec: SessionSpec,
         model=spec.model or settings.model,
         env=cli_env(settings, layout),
         mcp_servers=servers,
-        disallowed_tools=["WebSearch", "CronCreate", "CronDelete", "ScheduleWakeup", "EnterWorktree"],
+        disallowed_tools=["WebSearch", "CronCreate", "CronDelete", "ScheduleWakeup", "EnterWorktree",
+                          *network_disallowed(spec)],
         hooks={"PreToolUse": [HookMatcher(matcher=None, hooks=[guard_hook])]},
         can_use_tool=allow,
         # Permission rules the CLI enforces itself; with the sandbox on, Read denies also bind

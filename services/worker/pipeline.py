@@ -139,7 +139,7 @@ class Pipeline:
         turns_allowed = min(step.max_turns, self.turn_cap or step.max_turns)
         spec = SessionSpec(system_append=self.system_for(step.skill), max_turns=turns_allowed,
                            max_budget_usd=self.task.max_budget_usd, gated=list(self.task.gated),
-                           model=self.model)
+                           model=self.model, allowed_domains=list(self.task.allowed_domains))
         continuations = self.claim.entry.continuations
         turns = 0
         cost = 0.0

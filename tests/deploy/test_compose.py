@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from koda import stack
+from koda import natsauth, stack
 from koda.shared.settings import SERVICES, KodaSettings
 from tests.deploy.artifacts import (
     EXAMPLE_ENV,
@@ -29,6 +29,8 @@ CREDENTIAL_OWNERS = {
     "claude_code_oauth_token": {"worker"},
     "discord_token": {"gateway"},
     "console_token": {"gateway"},
+    "approval_signing_key": {"gateway"},
+    "approval_verify_key": {"actions"},  # public, but only actions verifies
 }
 #: The services that write into the agent home; the others mount it read-only.
 WRITES_HOME = {"worker", "actions", "scraper"}
@@ -88,7 +90,7 @@ def test_a_subscription_token_instead_of_an_api_key_reaches_the_worker_only(tmp_
 def local_programs(tmp_path: Path) -> dict[str, list[str]]:
     """Program name -> argv of the local stack, from the supervisord config stack.py writes."""
     settings = KodaSettings(home=tmp_path / "home", state_dir=tmp_path / "state")
-    text = stack.supervisord_config(settings, tmp_path)
+    text = stack.supervisord_config(settings, tmp_path, natsauth.generate(settings))
     programs = {}
     for name, command in re.findall(r"\[program:([^\]]+)\]\ncommand=(.+)", text):
         argv = command.split()
@@ -168,6 +170,10 @@ def test_credentials_reach_only_their_service(model: dict[str, Any]) -> None:
                 if v and v.strip('"') in secret_values}
         if name == "worker":
             assert held == {"ANTHROPIC_API_KEY", "KODA_NATS_PASSWORD_WORKER"}
+        elif name == "gateway":  # the only holder of the approval signing key
+            assert held == {"KODA_NATS_PASSWORD_GATEWAY", "KODA_APPROVAL_SIGNING_KEY"}
+        elif name == "actions":  # the public half, to verify decisions
+            assert held == {"KODA_NATS_PASSWORD_ACTIONS", "KODA_APPROVAL_VERIFY_KEY"}
         elif name in SERVICES:
             assert held == {f"KODA_NATS_PASSWORD_{name.upper()}"}, name
         elif name == "nats":
@@ -199,7 +205,8 @@ def test_the_home_is_one_named_volume_read_only_where_a_service_only_reads(
 
 
 def test_nats_in_compose_keeps_the_local_stack_durability(tmp_path: Path) -> None:
-    local = stack.nats_config(KodaSettings(state_dir=tmp_path))
+    settings = KodaSettings(state_dir=tmp_path)
+    local = stack.nats_config(settings, natsauth.generate(settings))
     shipped = NATS_CONF.read_text()
     for setting in ("sync_interval: always", "max_payload: 1MB"):
         assert setting in local and setting in shipped

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from koda.shared.approvals import ApprovalStore, new_proposal
+from koda.shared import approval_keys
+from koda.shared.approvals import ApprovalStore, new_proposal, signed_fields
 from koda.shared.bus import Bus
 
 from .conftest import SECRET
@@ -50,6 +51,9 @@ async def test_an_approval_cut_short_before_its_publish_is_dispatched_once(
     # As if the gateway died between recording "approved" and publishing the action.
     approved = record.model_copy(update={"status": "approved", "decided_by": "111",
                                          "decided_at": datetime.now(UTC)})
+    assert bus.settings.approval_signing_key is not None
+    approved.signature = approval_keys.sign(signed_fields(approved),
+                                            bus.settings.approval_signing_key.get_secret_value())
     await store.kv.update(record.id, approved.to_bytes(), last=entry.revision)
     assert await store.dispatch_pending() == 1
     assert await store.dispatch_pending() == 0

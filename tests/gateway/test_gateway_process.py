@@ -31,6 +31,8 @@ def gateway_env(settings: KodaSettings, fake: FakeDiscord) -> dict[str, str]:
         "KODA_CONSOLE_PORT": str(settings.console_listen_port()), "KODA_CONSOLE_TOKEN": CONSOLE_TOKEN,
         "KODA_APPROVAL_SWEEP_INTERVAL": "0.2",
     })
+    if settings.approval_signing_key:  # the gateway signs its decisions
+        env["KODA_APPROVAL_SIGNING_KEY"] = settings.approval_signing_key.get_secret_value()
     return env
 
 

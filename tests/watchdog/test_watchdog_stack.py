@@ -35,7 +35,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def reports(stack: Stack, service: str) -> list[Event]:
     """The incident reports about one service: resolutions and alerts."""
-    return [e for e in read_events(stack.env["KODA_NATS_URL"])
+    return [e for e in read_events(stack.client_url)
             if e.event in ("incident.resolved", "alert") and e.data.get("incident") == service]
 
 
