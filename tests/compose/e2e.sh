@@ -135,7 +135,8 @@ KODA_NATS_PASSWORD_ACTIONS='a,b;c}d[e]'
 KODA_NATS_PASSWORD_SCRAPER='with a space'
 KODA_NATS_PASSWORD_GATEWAY='gw-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')'
 KODA_NATS_PASSWORD_WATCHDOG='1e3'
-KODA_CONSOLE_TOKEN=e2e-console-token
+KODA_CONSOLE_TOKEN=e2e-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+$("$REPO/.venv/bin/koda" keys)
 GRAFANA_ADMIN_PASSWORD=e2e-grafana
 KODA_CONSOLE_BIND=127.0.0.1:$CONSOLE_PORT
 PROMETHEUS_BIND=127.0.0.1:$PROM_PORT

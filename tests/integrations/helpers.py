@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from koda.services.actions.manifest import load_manifest
-from koda.services.actions.runner import ScriptRun, resolve_command, run_script, script_environment
+from koda.services.actions.runner import (
+    ScriptRun,
+    resolve_command,
+    run_script,
+    script_environment,
+    script_home,
+)
 from koda.shared.home import HomeLayout, init_home
 from koda.shared.secrets import read_env_file
 from koda.shared.settings import KodaSettings
@@ -34,7 +40,9 @@ def _env(layout: HomeLayout, script: str, key: str) -> tuple[Any, dict[str, str]
     assert spec is not None, script
     extra = {"KODA_ACTION": spec.actions[0] if spec.actions else f"script.{script}",
              "KODA_IDEMPOTENCY_KEY": key}
-    return spec, script_environment(spec, layout, read_env_file(layout.env), extra)
+    # A private HOME and working folder outside the home, as the actions service gives it.
+    private = script_home(layout.root.parent / "state", spec)
+    return spec, script_environment(spec, layout, read_env_file(layout.env), extra, private)
 
 
 def run(layout: HomeLayout, script: str, args: dict[str, Any], key: str = "approval:k1") -> ScriptRun:
@@ -56,7 +64,7 @@ def start_and_kill_when(layout: HomeLayout, script: str, args: dict[str, Any], k
     import subprocess
 
     spec, env = _env(layout, script, key)
-    proc = subprocess.Popen(resolve_command(spec, layout), cwd=layout.scripts, env=env,
+    proc = subprocess.Popen(resolve_command(spec, layout), cwd=env["HOME"], env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     assert proc.stdin is not None
