@@ -8,7 +8,7 @@ Debian base): the kernel kills it the moment the worker's thread that started it
 
 The CLI's own children (the sandbox's socat bridges, Bash tools, MCP servers) do not inherit
 that signal, so where the host allows it the CLI also runs as process 1 of its own PID
-namespace (`unshare --pid --fork --kill-child`): when it dies the kernel kills every process
+namespace (`unshare --pid --fork --mount-proc --kill-child`): when it dies the kernel kills every process
 in that namespace, the whole tree at once. Without that permission (an unprivileged container)
 the CLI still dies with the worker and a warning says its helpers may not.
 
@@ -72,7 +72,9 @@ def _namespace() -> list[str]:
     """`unshare` arguments that make the CLI the init of its own PID namespace, if allowed here."""
     unshare = shutil.which("unshare")
     if unshare:
-        argv = [unshare, "--pid", "--fork", "--kill-child=KILL", "--"]
+        # --mount-proc: a /proc of the new namespace, or the CLI's sandbox (bubblewrap) looks for
+        # its own pid in the host's /proc and every sandboxed command fails.
+        argv = [unshare, "--pid", "--fork", "--mount-proc", "--kill-child=KILL", "--"]
         try:
             probe = subprocess.run([*argv, "true"], capture_output=True, timeout=10)
         except (OSError, subprocess.TimeoutExpired):
