@@ -118,6 +118,9 @@ def cli_env(settings: KodaSettings, layout: HomeLayout,
         "CLAUDE_CODE_SUBPROCESS_ENV_SCRUB": "1" if settings.claude_sandbox else "0",
         "DISABLE_AUTOUPDATER": "1",
         "CLAUDE_CONFIG_DIR": str(config_dir(settings)),
+        # The agent's `~` is its home: the host user's home is denied to the sandbox, and the
+        # CLI guards the shell's startup files under $HOME, which must be a folder it can reach.
+        "HOME": str(layout.root),
     })
     return env
 
