@@ -21,6 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from koda.shared.errors import KodaError
 from koda.shared.integrations import SERVICES
 
 
@@ -57,7 +58,7 @@ FIELDS: dict[str, tuple[Field, ...]] = {
 assert {k: tuple(f.name for f in v) for k, v in FIELDS.items()} == SERVICES
 
 
-class CheckFailed(Exception):
+class CheckFailed(KodaError):
     """The service refused the values (or could not be reached); the text says which."""
 
 

@@ -1,6 +1,6 @@
 """`koda pause|resume|enable|disable TASK`, `koda approvals`, `koda approve|reject ID`: what a
 person does from the console, from the terminal. They go through the same code as the console
-(services/gateway/controls.py, shared/approvals.py); a decision made here is recorded as
+(shared/controls.py, shared/approvals.py); a decision made here is recorded as
 `decided_by: terminal`."""
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _who() -> str:
 
 
 def cmd_task_state(args: argparse.Namespace) -> int:
-    from koda.services.gateway import controls
+    from koda.shared import controls
     from koda.shared.home import HomeLayout
 
     verb = args.command

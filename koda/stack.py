@@ -18,7 +18,7 @@ from typing import Any
 
 from koda import natsauth
 from koda.shared.settings import SERVICES, KodaSettings
-from koda.shared.supervision import read_restarts, supervisor_rpc
+from koda.shared.supervision import process_status, read_restarts, supervisor_rpc
 
 #: Heavy services import the SDK or a browser driver: give them longer to come up.
 START_SECONDS = 1
@@ -183,12 +183,6 @@ class ServiceStatus:
     uptime_s: float | None
     restarts: int
     heartbeat_age_s: float | None
-
-
-def process_status(settings: KodaSettings) -> dict[str, dict[str, Any]]:
-    """supervisord's view of every program, keyed by name."""
-    infos = supervisor_rpc(settings).supervisor.getAllProcessInfo()
-    return {i["name"]: i for i in infos}
 
 
 def collect_status(settings: KodaSettings, heartbeats: dict[str, float]) -> list[ServiceStatus]:

@@ -17,8 +17,10 @@ import binascii
 import json
 from typing import Any
 
+from .errors import KodaError
 
-class KeyFormatError(ValueError):
+
+class KeyFormatError(KodaError, ValueError):
     """A configured key that is not a base64 Ed25519 key."""
 
 

@@ -24,6 +24,8 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+from .errors import KodaError
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 #: Ranges no agent tool may reach whatever a task allows: loopback, this network, private,
@@ -45,7 +47,7 @@ _DOMAIN = re.compile(DOMAIN_PATTERN)
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
-class Refused(Exception):
+class Refused(KodaError):
     """A destination the agent may not reach; the message is shown to the agent."""
 
 

@@ -26,10 +26,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
+from .errors import KodaError
+
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class UnsafePath(Exception):
+class UnsafePath(KodaError):
     """A write refused because a link or something other than a plain folder/file was in the way."""
 
     def __init__(self, path: Path, reason: str) -> None:

@@ -26,3 +26,9 @@ def read_restarts(settings: KodaSettings) -> dict[str, Any]:
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
+
+
+def process_status(settings: KodaSettings) -> dict[str, dict[str, Any]]:
+    """supervisord's view of every program, keyed by name."""
+    infos = supervisor_rpc(settings).supervisor.getAllProcessInfo()
+    return {i["name"]: i for i in infos}

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import app_commands
 
-from . import controls, reports, status
+from koda.shared import controls
+
+from . import reports, status
 
 if TYPE_CHECKING:
     from .discord_bot import KodaBot

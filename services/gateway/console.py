@@ -22,9 +22,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from koda.shared import controls
 from koda.shared.errors import KodaError
 
-from . import controls, pages, run_data, run_pages, status
+from . import pages, run_data, run_pages, status
 from .auth import COOKIE, ConsoleAuth, GuessLimiter, same_origin
 from .context import GatewayContext
 from .events import recent_events

@@ -18,9 +18,10 @@ import discord
 import yarl
 from discord import app_commands
 
+from koda.shared import controls
 from koda.shared.messages import ApprovalRecord, Event
 
-from . import controls, reports, status
+from . import reports, status
 from .commands import install_commands
 from .context import GatewayContext
 from .discord_link import LinkState

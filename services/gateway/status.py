@@ -19,13 +19,12 @@ from nats.js.errors import KeyNotFoundError, NoKeysError
 
 from koda.shared import cron
 from koda.shared.bus import Bus
+from koda.shared.controls import tasks_in_force
 from koda.shared.cron_words import describe
 from koda.shared.health import read_heartbeats
 from koda.shared.home import HomeLayout
 from koda.shared.messages import LimitsRecord, RunLedgerEntry, SchedulerFire
 from koda.shared.settings import SERVICES
-
-from .controls import tasks_in_force
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 MAX_FILE_BYTES = 256 * 1024
@@ -90,7 +89,7 @@ def _supervised(bus: Bus) -> dict[str, dict[str, Any]]:
     if not sock.exists():
         return {}
     try:
-        from koda.stack import process_status
+        from koda.shared.supervision import process_status
 
         return process_status(bus.settings)
     except Exception:

@@ -20,7 +20,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from koda.shared.bus import Bus
-from koda.shared.messages import Event, TaskPause
+from koda.shared.controls import pause_task
+from koda.shared.messages import Event
 from koda.shared.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -98,10 +99,7 @@ class FailureCounter:
     async def _pause(self, event: Event, count: int) -> None:
         assert event.task is not None
         reason = f"{count} consecutive failed runs (last: {event.data.get('outcome')}, {event.run_id})"
-        record = TaskPause(task=event.task, paused_by="scheduler", reason=reason)
-        await self.kv.put(f"pause.{event.task}", record.to_bytes())
         log.warning("task paused", extra={"task": event.task, "reason": reason})
-        await self.bus.emit(self.bus.event(
-            "task.paused", f"{event.task} paused after {reason}; resume it by deleting "
-            f"pause.{event.task} (console, Discord or koda)", severity="warning", task=event.task,
-            run_id=event.run_id, data={"reason": reason, "failures": count, "paused_by": "scheduler"}))
+        await pause_task(self.bus, event.task, "scheduler", reason, data={"failures": count},
+                         text=f"{event.task} paused after {reason}; resume it with `koda resume "
+                              f"{event.task}` (or the console, or Discord)")

@@ -8,9 +8,10 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from koda.shared.controls import pause_task
 from koda.shared.errors import ConfigError
 from koda.shared.home import HomeLayout
-from koda.shared.messages import RunRequest, ScrapeRequest, ScrapeResult, TaskPause, new_run_id
+from koda.shared.messages import RunRequest, ScrapeRequest, ScrapeResult, new_run_id
 from koda.shared.scripts import ScriptManifest
 from koda.shared.tasks import TasksFile, load_tasks
 
@@ -49,12 +50,8 @@ def dependent_tasks(service: str, layout: HomeLayout) -> list[str]:
 async def hold_tasks(bus: Bus, tasks: list[str], reason: str) -> list[str]:
     """Pause tasks (`pause.<task>` in the scheduler KV) until a person resumes them."""
     held = []
-    kv = bus.kv["scheduler"]
     for task in tasks:
-        pause = TaskPause(task=task, paused_by="watchdog", reason=reason)
-        await kv.put(f"pause.{task}", pause.to_bytes())
-        await bus.emit(bus.event("task.paused", f"{task} held: {reason}", task=task,
-                                 data={"paused_by": "watchdog", "reason": reason}))
+        await pause_task(bus, task, "watchdog", reason, text=f"{task} held: {reason}")
         held.append(task)
     return held
 

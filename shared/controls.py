@@ -1,5 +1,6 @@
 """What a person may do from Discord, the console or `koda`: run now, retry, cancel a run,
-pause and resume a task.
+pause and resume a task (and the one writer of a task pause, which the watchdog and the
+scheduler use too).
 
 Both front ends call these, so a run started from Discord and one started from the console are
 the same manual `RunRequest` (docs/contracts.md: run id `<task>.m<epoch ms>`, used as the
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from nats.js.errors import KeyNotFoundError
 
@@ -108,12 +110,20 @@ async def set_enabled(bus: Bus, home: HomeLayout, task: str, enabled: bool, who:
 
 
 async def pause(bus: Bus, home: HomeLayout, task: str, who: str, reason: str = "") -> TaskPause:
-    """Pause a task: the scheduler fires nothing for it until it is resumed."""
+    """Pause a task tasks.json declares: the scheduler fires nothing for it until it is resumed."""
     _known(home, task)
+    return await pause_task(bus, task, who, reason, text=f"{task} paused by {who}")
+
+
+async def pause_task(bus: Bus, task: str, who: str, reason: str, *, text: str | None = None,
+                     data: dict[str, Any] | None = None) -> TaskPause:
+    """The one writer of `pause.<task>` (a person, the watchdog holding a task, the scheduler
+    after N failures), with its `task.paused` event."""
     record = TaskPause(task=task, paused_by=who, reason=reason)
     await bus.kv["scheduler"].put(f"pause.{task}", record.to_bytes())
-    await bus.emit(bus.event("task.paused", f"{task} paused by {who}", task=task,
-                             data={"paused_by": who, "reason": reason}))
+    await bus.emit(bus.event("task.paused", text or f"{task} paused: {reason}", task=task,
+                             severity="warning" if who in ("scheduler", "watchdog") else "info",
+                             data={"paused_by": who, "reason": reason, **(data or {})}))
     return record
 
 
