@@ -30,6 +30,7 @@ from .consumer import Delivery, Handler, WorkQueueConsumer, consumer_name, retry
 from .errors import BusError, ForeignStack, Permanent
 from .messages import Event, Message
 from .settings import KodaSettings
+from .supervised import Backoff, keep_running
 
 # Re-exported: services import these from the bus.
 __all__ = ["Bus", "Delivery", "Handler", "bucket_specs", "consumer_name", "retry_delay",
@@ -251,7 +252,12 @@ class Bus:
         consumer = WorkQueueConsumer(
             self, stream, model, handler, filter_subject=filter_subject, concurrency=concurrency,
             ack_wait=ack_wait, max_deliver=max_deliver or self.settings.max_deliver)
-        await consumer.run(stop, in_flight if in_flight is not None else set())
+        tasks = in_flight if in_flight is not None else set()
+        # A NATS restart can fail the subscribe or a fetch with errors the loop does not expect
+        # (a JetStream API timeout while the server recovers): start the consumer again, with a
+        # backoff, rather than leave a live service that takes no work.
+        await keep_running(f"{stream} consumer", lambda: consumer.run(stop, tasks), stop,
+                           Backoff(first=0.5, cap=10.0))
 
 
 def permission_violation(bus: Bus) -> str | None:
