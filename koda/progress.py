@@ -1,6 +1,6 @@
 """What `koda run --wait` prints while it waits: turns, steps and tools as the transcript grows,
 the attempt (N of M, and why the last one failed), approvals waiting, a rate-limit pause and
-until when. Fields the ledger may gain later (`max_attempts`, `last_error`, `next_attempt_at`)
+until when. The ledger's `attempts`, `error` and `next_attempt_at`
 are shown when present."""
 
 from __future__ import annotations
@@ -62,10 +62,10 @@ class Progress:
             return
         if entry is None:
             return
-        most = getattr(entry, "max_attempts", None) or (self.task.retries.max + 1 if self.task else None)
+        most = entry.attempts or (self.task.retries.max + 1 if self.task else None)
         if entry.attempt != self.attempt:
             self.attempt = entry.attempt
-            why = getattr(entry, "last_error", None) or entry.error
+            why = entry.error
             self.say(paint(f"attempt {entry.attempt}" + (f" of {most}" if most else "")
                            + (f" (the last one failed: {why})" if why else ""), "yellow"))
         if entry.status != self.status:
@@ -80,7 +80,7 @@ class Progress:
                         until = limits.pause_until
                 except Exception:
                     pass
-                later = getattr(entry, "next_attempt_at", None)
+                later = entry.next_attempt_at
                 if until is not None:
                     self.say(paint(f"paused by a rate limit until {until.astimezone():%H:%M} "
                                    f"({entry.error or 'rate limited'})", "yellow"))

@@ -93,7 +93,7 @@ def from_record(data: dict[str, Any], run_id: str) -> RunSummary:
         input_tokens=_num(data, "input_tokens", int), output_tokens=_num(data, "output_tokens", int),
         error=data.get("error"), attempt=_num(data, "attempt", int),
         result=str(data["result"]) if data.get("result") else None,
-        max_attempts=_num(data, "max_attempts", int))
+        max_attempts=_num(data, "attempts", int))
 
 
 def read_records(runs_dir: Path, limit: int = 500) -> dict[str, dict[str, Any]]:
@@ -131,10 +131,10 @@ def merge(records: dict[str, dict[str, Any]], ledger: list[RunLedgerEntry],
             rows[entry.run_id] = RunSummary(
                 run_id=entry.run_id, task=entry.task, outcome=entry.status, started_at=started,
                 duration_s=(now - started).total_seconds() if started else None,
-                error=getattr(entry, "last_error", None) or entry.error, attempt=entry.attempt,
+                error=entry.error, attempt=entry.attempt,
                 step=entry.step, live=True, trigger=getattr(entry, "trigger", None),
-                max_attempts=getattr(entry, "max_attempts", None),
-                next_attempt_at=_when(getattr(entry, "next_attempt_at", None)))
+                max_attempts=entry.attempts,
+                next_attempt_at=_when(entry.next_attempt_at))
         elif row is not None and row.attempt is None:
             row.attempt = entry.attempt
     return sorted(rows.values(), key=lambda r: (
