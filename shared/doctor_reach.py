@@ -18,7 +18,6 @@ from .errors import ConfigProblem
 from .home import HomeLayout
 from .jsonpos import value_lines
 from .scripts import ScriptManifest
-from .secrets import read_env_file
 from .settings import KodaSettings, config_file
 from .tasks import TasksFile
 
@@ -39,9 +38,7 @@ def check_reach(layout: HomeLayout, tasks: TasksFile | None, manifest: ScriptMan
     if tasks is None:
         return []
     problems: list[ConfigProblem] = []
-    secrets = read_env_file(layout.env) if layout.env.exists() else {}
     raw_ids = _task_indexes(layout)
-    needed: dict[str, str] = {}  # script name -> why an enabled task reaches it
     for task in tasks.tasks:
         if not task.enabled:
             continue
@@ -56,19 +53,8 @@ def check_reach(layout: HomeLayout, tasks: TasksFile | None, manifest: ScriptMan
                     else None, f"tasks[{index}].gated[{g}]",
                     f"no script in scripts/manifest.json lists action {kind!r} in its `actions`: "
                     "an approved one would fail. Add a script that handles it, or drop the kind"))
-            else:
-                needed.setdefault(handler.name, f"it handles {kind} for task {task.id!r}")
-        if task.script:
-            needed.setdefault(task.script, f"task {task.id!r} runs it")
-    for i, spec in enumerate(manifest.scripts if manifest else []):
-        if spec.name not in needed:
-            continue
-        missing = [name for name in spec.secrets if not secrets.get(name)]
-        if missing:
-            problems.append(ConfigProblem(
-                layout.scripts_manifest, _line(layout.scripts_manifest, "scripts", i, "secrets"),
-                f"scripts[{i}].secrets", f"{', '.join(missing)} not in {layout.env} "
-                f"(script {spec.name!r}; {needed[spec.name]})"))
+    # Missing secrets of the scripts a task reaches: shared/integrations.py (one check, with the
+    # `koda connect` command that fixes each).
     return problems
 
 

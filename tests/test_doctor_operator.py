@@ -27,18 +27,26 @@ def test_doctor_flags_gated_kinds_without_a_handler_and_missing_script_secrets(t
     env = {"ANTHROPIC_API_KEY": "sk-test-key-123", "KODA_CONFIG_FILE": str(tmp_path / "none.env")}
     assert koda(home, "doctor", **env).returncode == 0  # all starter tasks are off: nothing to say
     _enable(home, "daily-social-post", "video-publish", "members-sync")
+    # A gated kind no script handles (the starter kinds all have one now).
+    data = json.loads((home / "tasks.json").read_text())
+    post = next(t for t in data["tasks"] if t["id"] == "daily-social-post")
+    post["gated"] = ["newsletter.send"]
+    (home / "tasks.json").write_text(json.dumps(data, indent=2))
     result = koda(home, "doctor", **env)
     assert result.returncode == 1
     lines = result.stdout.splitlines()
-    social = next(line for line in lines if "'social.post'" in line)
-    assert social.startswith(f"{home / 'tasks.json'}:") and ".gated[0]:" in social
-    assert "no script in scripts/manifest.json lists action 'social.post'" in social
-    secret = [line for line in lines if "YOUTUBE_API_KEY" in line]
-    assert secret and "publish-video" in secret[0] and "video.publish" in secret[0]
-    assert any("SKOOL_EMAIL" in line and "members-sync" in line for line in lines)
-    (home / ".env").write_text("YOUTUBE_API_KEY=k\nSKOOL_EMAIL=a\nSKOOL_PASSWORD=b\nAIRTABLE_TOKEN=c\n")
+    kind = next(line for line in lines if "'newsletter.send'" in line)
+    assert kind.startswith(f"{home / 'tasks.json'}:") and ".gated[0]:" in kind
+    assert "no script in scripts/manifest.json lists action 'newsletter.send'" in kind
+    secret = [line for line in lines if "YOUTUBE_REFRESH_TOKEN" in line]
+    assert secret and "video-publish" in secret[0] and "koda connect youtube" in secret[0]
+    assert any("AIRTABLE_TOKEN" in line and "members-sync" in line for line in lines)
+    assert len(secret) == len({line for line in secret})  # each reported once, by one check
+    (home / ".env").write_text("GOOGLE_CLIENT_ID=i\nGOOGLE_CLIENT_SECRET=s\nYOUTUBE_REFRESH_TOKEN=r\n"
+                               "AIRTABLE_TOKEN=c\nAIRTABLE_BASE_ID=b\nCOMMUNITY_MEMBERS_URL=u\n")
     again = koda(home, "doctor", **env).stdout
-    assert "YOUTUBE_API_KEY" not in again and "SKOOL_EMAIL" not in again and "social.post" in again
+    assert "YOUTUBE_REFRESH_TOKEN" not in again and "AIRTABLE_TOKEN" not in again
+    assert "newsletter.send" in again
 
 
 def test_doctor_flags_settings_where_they_are_not_read_and_typos(tmp_path: Path) -> None:
