@@ -1,6 +1,6 @@
 """`koda pause|resume|enable|disable TASK`, `koda approvals`, `koda approve|reject ID`: what a
 person does from the console, from the terminal. They go through the same code as the console
-(shared/controls.py, shared/approvals.py); a decision made here is recorded as
+(shared/controls.py), and a decision goes through the gateway's console API, recorded as
 `decided_by: terminal`."""
 
 from __future__ import annotations
@@ -93,17 +93,41 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
-    from koda.shared.approvals import ApprovalStore
+    """Decide through the gateway's console API (the token in the state folder): only the
+    gateway holds the key that signs a decision, and a person at the terminal may use it."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
 
-    async def work(bus: Any, settings: Any) -> int:
-        decision = await ApprovalStore(bus).decide(args.id, args.command == "approve", TERMINAL,
-                                                   note=args.note)
-        if decision.changed and decision.record is not None:
-            print(f"{decision.record.action} for {decision.record.task}: {decision.record.status}")
+    from koda.shared.settings import KodaSettings
+
+    settings: KodaSettings = settings_from(args)
+    token = (settings.console_token.get_secret_value() if settings.console_token else None)
+    token_file = settings.expanded_state() / "console-token"
+    if token is None:
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except OSError:
+            print(f"no console token (KODA_CONSOLE_TOKEN or {token_file}): is the stack up?",
+                  file=sys.stderr)
+            return 1
+    verb = "approve" if args.command == "approve" else "reject"
+    url = (f"http://127.0.0.1:{settings.console_listen_port()}/approvals/"
+           f"{urllib.parse.quote(args.id, safe='')}/{verb}")
+    body = urllib.parse.urlencode({"by": "terminal", "note": args.note or ""}).encode()
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            print(answer.read().decode())
             return 0
-        print(f"nothing changed: {decision.reason}", file=sys.stderr)
+    except urllib.error.HTTPError as exc:
+        print(exc.read().decode() or str(exc), file=sys.stderr)
         return 1
-    return _with_bus(args, work)
+    except OSError as exc:
+        print(f"cannot reach the gateway's console at {url}: {exc}; is the stack up?",
+              file=sys.stderr)
+        return 1
 
 
 def register(sub: Any) -> dict[str, Any]:

@@ -113,7 +113,9 @@ def test_pause_resume_enable_disable_and_decide_from_the_terminal(foreground: Fo
     import asyncio
 
     async def propose() -> str:
-        bus = await Bus.connect(stack.settings, "test", timeout=10)
+        # Proposed as the worker proposes: with the worker's NATS user.
+        as_worker = stack.settings.model_copy(update=stack.credentials("worker"))
+        bus = await Bus.connect(as_worker, "test", timeout=10)
         try:
             record = new_proposal("daily-social-post", "daily-social-post.m1", "social.post",
                                   reason="Post the thing")

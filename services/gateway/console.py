@@ -293,11 +293,23 @@ def build_app(ctx: GatewayContext, auth: ConsoleAuth, guesses: GuessLimiter | No
         approval_id, verb = request.path_params["approval_id"], request.path_params["verb"]
         if verb not in ("approve", "reject"):
             return PlainTextResponse("approve or reject", status_code=404, headers=HEADERS)
-        decision = await ctx.desk.decide(approval_id, verb == "approve", who)
+        note: str | None = None
+        if who == "console-api":
+            # `koda approve|reject` decides through here, so only the gateway ever signs a
+            # decision; it says so (`by=terminal`) and may carry a note.
+            form = await request.form()
+            if form.get("by") == "terminal":
+                who = "terminal"
+            raw_note = form.get("note")
+            note = raw_note if isinstance(raw_note, str) and raw_note else None
+        decision = await ctx.desk.decide(approval_id, verb == "approve", who, note=note)
         if decision.changed and decision.record is not None:
             message = f"{decision.record.action} for {decision.record.task}: {decision.record.status}"
         else:
             message = f"nothing changed: {decision.reason}"
+        if who in ("console-api", "terminal"):
+            return PlainTextResponse(message, status_code=200 if decision.changed else 409,
+                                     headers=HEADERS)
         return back("/approvals", message)
 
     return Starlette(routes=routes, exception_handlers={Refused: refused})

@@ -31,8 +31,9 @@ class ApprovalDesk:
         self.wait = Histogram("koda_approval_wait_seconds", "From proposal to decision",
                               buckets=WAIT_BUCKETS, registry=registry)
 
-    async def decide(self, approval_id: str, approve: bool, who: str) -> Decision:
-        decision = await self.store.decide(approval_id, approve, who)
+    async def decide(self, approval_id: str, approve: bool, who: str,
+                     note: str | None = None) -> Decision:
+        decision = await self.store.decide(approval_id, approve, who, note=note)
         record = decision.record
         if record is not None and (decision.changed or decision.reason == "expired"):
             self._count(record)
