@@ -20,10 +20,20 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port_block(size: int) -> int:
     """The first port of `size` consecutive free ports (services use port_base + 1 .. + 6)."""
+    # Below the kernel's ephemeral range: a port picked there can be taken by any outgoing
+    # connection (a NATS client, a fake API call) between this check and the service's bind.
+    low = _ephemeral_low()
     for _ in range(200):
-        base = random.randint(20000, 60000)
+        base = random.randint(15000, max(15001, low - size - 1))
         if all(port_is_free(base + i) for i in range(size)):
             return base
     raise RuntimeError("no block of free ports")
