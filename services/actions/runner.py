@@ -179,6 +179,7 @@ async def run_script(
     except BaseException:
         _kill_group(proc.pid)
         communicate.cancel()
+        _close_pipes(proc)
         raise
     return ScriptRun(
         exit_code=None if timed_out else proc.returncode,
@@ -194,6 +195,15 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _close_pipes(proc: asyncio.subprocess.Process) -> None:
+    """Close the pipes of a script run cut short now: nobody reads them to their end any more, so
+    asyncio would keep them open until garbage collection (asyncio has no public way; its
+    transport's `close()` is what `communicate()` would have led to)."""
+    transport = getattr(proc, "_transport", None)
+    if transport is not None:
+        transport.close()
 
 
 def _tail(text: str) -> str:

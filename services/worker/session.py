@@ -90,8 +90,10 @@ async def run_session(prompt: str, options: Any, *, timeout: float,
     seen_result = False
     # The client (not `query()`) because leaving it closes the CLI and every stream at once,
     # also when we stop early on a rate limit.
+    process: Any = None
     try:
         async with asyncio.timeout(timeout), ClaudeSDKClient(options=options) as client:
+            process = _cli_process(client)
             await client.query(prompt)
             async for message in client.receive_response():
                 if on_message is not None:
@@ -125,6 +127,8 @@ async def run_session(prompt: str, options: Any, *, timeout: float,
     except Exception as exc:
         if not seen_result and result.outcome != "rate_limited":
             result.outcome, result.error = "error", f"{type(exc).__name__}: {exc}"[:2000]
+    finally:
+        await _close_pipes(process)
     if result.outcome != "rate_limited" and not seen_result and result.outcome == "error" \
             and result.error is None:
         result.error = "the session ended without a result"
@@ -132,6 +136,30 @@ async def run_session(prompt: str, options: Any, *, timeout: float,
         result.text = last_text
     result.duration_s = time.monotonic() - started
     return result
+
+
+def _cli_process(client: Any) -> Any:
+    """The CLI's process (anyio's `Process`), reached through the SDK's private fields; None if
+    they moved in a later SDK (then `_close_pipes` does nothing, as before)."""
+    return getattr(getattr(client, "_transport", None), "_process", None)
+
+
+async def _close_pipes(process: Any) -> None:
+    """Close the CLI's pipes once the client is gone.
+
+    The SDK reaps the CLI but never closes its stdout pipe: when a session is cut short (a
+    cancel, a time limit, a rate limit) nobody reads that pipe to its end, so each such session
+    left an open pipe and transport behind until garbage collection, in a worker that runs
+    for months. anyio's `Process.aclose()` closes the streams and their pipe transports."""
+    if process is None:
+        return
+    try:
+        if process.returncode is None:  # the SDK's close was itself cut short
+            process.kill()
+        async with asyncio.timeout(5):
+            await process.aclose()
+    except Exception as exc:
+        log.debug("closing the CLI's pipes failed: %r", exc)
 
 
 async def _interrupt(client: Any) -> None:

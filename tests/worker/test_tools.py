@@ -16,11 +16,6 @@ from koda.shared.settings import KodaSettings
 from tests.fake_anthropic import Call, FakeAnthropic, Reply, Text, ToolUse
 from tests.worker.conftest import Events, publish_run, run_request, running_worker, write_tasks
 
-# A subprocess transport of a session or script cut short under load (a superseded attempt) can
-# be collected after the test ends; the runs' outcomes are what these tests assert. Tracked as
-# a leak to find (the stop note), not hidden from the rest of the suite.
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-
 SCRIPT_SECRET = "yt-api-key-secret-0b7e2"
 
 
