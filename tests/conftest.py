@@ -7,6 +7,7 @@ import them too.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -18,6 +19,15 @@ from koda.shared.bus import Bus
 from koda.shared.settings import KodaSettings
 from tests.natsserver import NatsServer, free_port_block
 from tests.stack import Stack
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _collect_leaks_per_module() -> Iterator[None]:
+    """Collect a module's garbage when it ends: an unclosed pipe or transport it left then fails
+    that module's last test (warnings are errors) instead of the whole run, at its very end, with
+    no test to blame."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture
