@@ -37,7 +37,7 @@ from .ledger import Claim, Ledger
 from .limits import Limits
 from .options import SessionSpec, build_options, config_dir, sandbox_problem, sandbox_refusal
 from .pipeline import Pipeline, RunOutcome
-from .prompt import read_learnings, system_prompt
+from .prompt import learnings_section, read_learnings, system_prompt
 from .records import RunRecord, append_daily_log, write_record
 from .resources import CAUSES as RESOURCE_CAUSE_BY_ERRNO
 from .resources import AlertGate, exhaustion
@@ -308,7 +308,8 @@ class WorkerService(Service):
             return result
 
         return Pipeline(task, request, self.ledger, claim, self.layout.drafts / request.run_id,
-                        lambda skill: system_prompt(self.layout, skill), session, on_step)
+                        lambda skill: system_prompt(self.layout, skill), session, on_step,
+                        learnings=lambda: learnings_section(self.layout))
 
     async def _script(self, task: Task, request: RunRequest, claim: Claim, tools: KodaTools) -> RunOutcome:
         """A script task runs no model: the actions service runs the script, once per attempt."""
