@@ -9,7 +9,8 @@ cache write) as the worker's `koda_tokens_total` counts them. Two ways in the sa
 - **stable home**: nothing in the home changes between runs (run ids, times and any data
   attached to a run go into the user message, after the stable system prompt);
 - **learnings grow**: one line is added to learnings.md before each run (what the agent's
-  `record_learning` does), which changes the system prompt every time.
+  `record_learning` does). learnings.md goes into the user message, after the system prompt,
+  so only the messages after the system prompt's cache breakpoint change.
 """
 
 from __future__ import annotations

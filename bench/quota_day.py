@@ -24,7 +24,14 @@ the recent-cost table of the forecast; everything else is a model, stated here:
   the window reported (plus up to 30 s of jitter) and re-queues the run; a run is refused at a cap.
 - **Admission**: today's Koda plus `admit()` before each run with a $3.50 reserve (a day of this
   schedule's critical and chat runs costs $2.91), held-back threshold 80% utilization and a
-  reduced cap of 8 turns.
+  reduced cap of 8 turns; the reserve is released before the credit renews as far as the
+  forecast of the scheduled critical and normal runs allows (`scheduled_need`).
+  **admission-fixed** is the same without the forecast: the whole reserve is always kept.
+- **The budget bound**: the most weight any policy could complete within the credit (every run
+  at its cheapest, best weight per dollar first, time ignored). It is what says whether a
+  target is reachable at all on this day.
+- **The month's last day**: the same day's model on 2026-12-31 (a Thursday: no blog post), when
+  the credit renews at midnight, for admission with and without the forecast.
 
 Reported per policy: priority-weighted runs completed (critical and chat 3, normal 2,
 background 1), critical runs missed (never completed that day), model requests sent into the
@@ -45,7 +52,7 @@ from typing import Any
 
 from bench._worker_common import bench_env, save
 from koda.services.worker.admission import Budget, Usage, admit
-from koda.services.worker.forecast import RecentCosts
+from koda.services.worker.forecast import RecentCosts, scheduled_need
 from koda.services.worker.limits import Limits
 from koda.shared import cron
 from koda.shared.settings import KodaSettings
@@ -56,7 +63,8 @@ END = DAY + timedelta(days=1)
 REQUEST = timedelta(seconds=30)
 PRICE = {"sonnet": 0.01, "haiku": 0.003}
 CREDIT, SPENT_BEFORE, RESERVE = 100.0, 95.0, 3.5
-RESETS = [DAY + timedelta(hours=h) for h in (-3, 2, 7, 12, 17, 22, 27)]
+#: The last day of the month: the same day's model where the credit renews at its midnight.
+MONTH_END_DAY = datetime(2026, 12, 31, tzinfo=UTC)
 WEIGHT = {"critical": 3, "normal": 2, "background": 1}
 SLOTS, SEED_RETRY, SEED_TRIES = 2, timedelta(minutes=5), 3
 
@@ -103,16 +111,18 @@ class Run:
 class Api:
     """The subscription as the API sees it: windows, other use, the credit."""
 
+    day: datetime = DAY
     spent: float = SPENT_BEFORE
     ours: dict[datetime, float] = field(default_factory=dict)  # our use per window (by its reset)
     refused: int = 0
     in_window: int = 0
 
     def window(self, t: datetime) -> tuple[datetime, float]:
-        reset = next(r for r in RESETS if r > t)
+        reset = next(self.day + timedelta(hours=h) for h in (-3, 2, 7, 12, 17, 22, 27)
+                     if self.day + timedelta(hours=h) > t)
         start = reset - timedelta(hours=5)
         other = 0.05
-        if reset == DAY + timedelta(hours=12):  # the morning window: full by 10:00
+        if reset == self.day + timedelta(hours=12):  # the morning window: full by 10:00
             other = 0.2 + 0.8 * min(1.0, (t - start) / timedelta(hours=3))
         return reset, min(1.0, other + self.ours.get(reset, 0.0))
 
@@ -133,12 +143,12 @@ class Api:
         return True, report
 
 
-def fires() -> list[Run]:
+def fires(day: datetime = DAY) -> list[Run]:
     runs = [Run(t.id, at) for t in TASKS.tasks if (spec := t.cron_spec())
-            for at in cron.fires_between(spec, DAY - timedelta(microseconds=1),
-                                         END - timedelta(microseconds=1), t.zone("UTC"))]
-    chat = DAY + timedelta(hours=8)
-    while chat <= DAY + timedelta(hours=22):
+            for at in cron.fires_between(spec, day - timedelta(microseconds=1),
+                                         day + timedelta(days=1, microseconds=-1), t.zone("UTC"))]
+    chat = day + timedelta(hours=8)
+    while chat <= day + timedelta(hours=22):
         runs.append(Run("chat", chat, trigger="chat"))
         chat += timedelta(minutes=50)
     return sorted(runs, key=lambda r: r.at)
@@ -147,12 +157,13 @@ def fires() -> list[Run]:
 class Day:
     """One policy over the day."""
 
-    def __init__(self, policy: str, limits: Limits) -> None:
-        self.policy = policy
+    def __init__(self, policy: str, limits: Limits, day: datetime = DAY) -> None:
+        self.policy = policy  # seed, today, admission, or admission-fixed (the whole reserve kept)
         self.limits = limits
-        self.api = Api()
+        self.day, self.end = day, day + timedelta(days=1)
+        self.api = Api(day=day)
         self.recent = RecentCosts()
-        self.runs = fires()
+        self.runs = fires(day)
         self.queue: list[tuple[datetime, int, Run]] = []
         self.seq = itertools.count()
         self.decisions: dict[str, int] = {}
@@ -165,12 +176,12 @@ class Day:
     async def play(self) -> dict[str, Any]:
         for run in self.runs:
             self.push(run.at, run)
-        slots = [DAY] * SLOTS
+        slots = [self.day] * SLOTS
         while self.queue:
             ready, _, run = heapq.heappop(self.queue)
             slot = min(range(SLOTS), key=lambda i: slots[i])
             start = max(ready, slots[slot])
-            if start >= END:
+            if start >= self.end:
                 run.lost = run.lost or "still queued at midnight"
                 continue
             if start > ready:  # the slot was busy: take the next ready run when it frees
@@ -192,7 +203,7 @@ class Day:
             if refusal is not None:
                 run.lost = refusal.limit
                 return now
-        if self.policy == "admission":
+        if self.policy.startswith("admission"):
             record = self.limits.last
             window = record.window
             usage = Usage(spend_day=record.spend_day.get(f"{now:%Y-%m-%d}", 0.0),
@@ -206,7 +217,10 @@ class Day:
                                            busy_utilization=0.8, reduced_turns=8),
                              usage=usage, now=now.timestamp(),
                              next_fire=fire.timestamp() if (spec := task.cron_spec())
-                             and (fire := cron.next_fire(spec, now, task.zone("UTC"))) else None)
+                             and (fire := cron.next_fire(spec, now, task.zone("UTC"))) else None,
+                             scheduled_need=None if self.policy == "admission-fixed" else
+                             lambda until: scheduled_need(TASKS, self.recent, now,
+                                                          datetime.fromtimestamp(until, UTC)))
             self.decisions[decision.decision] = self.decisions.get(decision.decision, 0) + 1
             if decision.decision == "skip":
                 run.lost = "skipped"
@@ -274,42 +288,85 @@ class Day:
         }
 
 
-async def main() -> None:
+def budget_bound(day: datetime = DAY) -> float:
+    """The most weight any policy could complete with the money left: every run of the day at
+    its cheapest (the cheaper model where a normal task allows one), best weight per dollar
+    first, the last one in part. Time and the refused window are ignored, so no policy that
+    holds the credit can do better."""
+    money, weight = CREDIT - SPENT_BEFORE, 0.0
+    priced = []
+    for run in fires(day):
+        task = TASKS.get(run.task)
+        assert task is not None
+        cheap = task.cheaper_model if task.cheaper_model and run.priority == "normal" else "sonnet"
+        priced.append((WEIGHT[run.priority], TURNS[run.task] * STEPS.get(run.task, 1) * PRICE[cheap]))
+    for w, cost in sorted(priced, key=lambda wc: -wc[0] / wc[1]):
+        take = min(1.0, money / cost)
+        weight, money = weight + w * take, money - cost * take
+        if money <= 0:
+            break
+    return weight
+
+
+async def play(policies: tuple[str, ...], day: datetime) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     async with bench_env() as env:
         kv = env.bus.kv["limits"]
-        for policy in ("seed", "today", "admission"):
+        for policy in policies:
             await kv.purge("state")
             settings = KodaSettings(spend_cap_month_usd=CREDIT)
             limits = Limits(kv, settings)
-            await limits.add_spend(SPENT_BEFORE, now=DAY - timedelta(days=1))  # earlier this month
-            results[policy] = await Day(policy, limits).play()
-    seed, today, new = results["seed"], results["today"], results["admission"]
-    print(f"{'policy':<11} {'weighted':>9} {'done':>9} {'crit missed':>11} {'req in window':>13} "
+            await limits.add_spend(SPENT_BEFORE, now=day - timedelta(days=1))  # earlier this month
+            results[policy] = await Day(policy, limits, day).play()
+    return results
+
+
+def table(results: dict[str, dict[str, Any]]) -> None:
+    print(f"{'policy':<16} {'weighted':>9} {'done':>9} {'crit missed':>11} {'req in window':>13} "
           f"{'max/run':>7} {'refused':>7} {'spend $':>8} {'month $':>8}")
     for name, r in results.items():
-        print(f"{name:<11} {r['weighted']:>4}/{r['weighted_max']:<4} {r['completed']:>4}/{r['runs']:<4} "
+        print(f"{name:<16} {r['weighted']:>4}/{r['weighted_max']:<4} {r['completed']:>4}/{r['runs']:<4} "
               f"{r['critical_missed']:>11} {r['requests_in_window']:>13} "
               f"{r['max_requests_in_window_per_run']:>7} {r['requests_refused']:>7} "
               f"{r['spend_usd']:>8.2f} {r['month_spend_max_usd']:>8.2f}")
+
+
+async def main() -> None:
+    results = await play(("seed", "today", "admission-fixed", "admission"), DAY)
+    seed, fixed, new = results["seed"], results["admission-fixed"], results["admission"]
+    bound = budget_bound(DAY)
+    print(f"{DAY:%Y-%m-%d} (the credit renews in 3 days)")
+    table(results)
     print(f"credit ${CREDIT:.2f}, ${SPENT_BEFORE:.2f} spent before the day, reserve ${RESERVE:.2f}; "
           f"admission decisions {new['decisions']}")
+    print(f"budget bound: at most {bound:.0f} weighted ({bound / seed['weighted']:.2f}x the seed) "
+          f"for any policy within the credit; 2x would be {2 * seed['weighted']}")
+    last = await play(("admission-fixed", "admission"), MONTH_END_DAY)
+    print(f"{MONTH_END_DAY:%Y-%m-%d} (the credit renews at midnight)")
+    table(last)
     ratio = new["weighted"] / max(1, seed["weighted"])
     passed = (ratio >= 2 and new["critical_missed"] == 0
               and new["max_requests_in_window_per_run"] <= 1 and not new["over_cap"])
     save("quota_day", {
-        "weighted_seed": seed["weighted"], "weighted_today": today["weighted"],
+        "weighted_seed": seed["weighted"], "weighted_today": results["today"]["weighted"],
+        "weighted_admission_fixed_reserve": fixed["weighted"],
         "weighted_admission": new["weighted"], "ratio_vs_seed": round(ratio, 2),
+        "budget_bound_weighted": round(bound, 1),
+        "budget_bound_ratio_vs_seed": round(bound / max(1, seed["weighted"]), 2),
         "critical_missed_seed": seed["critical_missed"],
-        "critical_missed_today": today["critical_missed"],
+        "critical_missed_today": results["today"]["critical_missed"],
         "critical_missed_admission": new["critical_missed"],
         "window_requests_seed": seed["requests_in_window"],
-        "window_requests_today": today["requests_in_window"],
+        "window_requests_today": results["today"]["requests_in_window"],
         "window_requests_admission": new["requests_in_window"],
         "max_window_requests_per_run_admission": new["max_requests_in_window_per_run"],
-        "spend_seed": seed["spend_usd"], "spend_today": today["spend_usd"],
+        "spend_seed": seed["spend_usd"], "spend_today": results["today"]["spend_usd"],
         "spend_admission": new["spend_usd"], "over_cap_admission": new["over_cap"],
-        "pass": passed, "policies": results})
+        "month_end_weighted_admission_fixed_reserve": last["admission-fixed"]["weighted"],
+        "month_end_weighted_admission": last["admission"]["weighted"],
+        "month_end_critical_missed_admission": last["admission"]["critical_missed"],
+        "month_end_over_cap_admission": last["admission"]["over_cap"],
+        "pass": passed, "policies": results, "month_end_policies": last})
 
 
 if __name__ == "__main__":

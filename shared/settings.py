@@ -153,6 +153,9 @@ class KodaSettings(BaseSettings):
     # Budget policy (admission before a run; see docs/quota.md)
     credit_month_usd: float | None = Field(
         default=None, gt=0, description="Monthly credit (e.g. the Agent SDK credit); unset = none.")
+    credit_extra_usage: bool = Field(
+        default=False, description="Extra usage is on: runs may go past the monthly credit (billed "
+        "at API rates) up to the month cap. Off: the credit is a hard stop, as the provider's is.")
     reserve_usd: float = Field(
         default=0.0, ge=0, description="Kept for critical and chat runs: others stop short of it.")
     admission_utilization: float = Field(

@@ -266,13 +266,24 @@ def tasks(h: Html, rows: list[TaskRow], error: str | None, flash: str | None,
         if r.next_fire and r.enabled and not r.paused_by:
             local = r.next_fire.astimezone(ZoneInfo(r.zone))
             nxt = f'{ago(r.next_fire)}<div class="small muted">{local:%a %H:%M %Z}</div>'
-        return [f"<b>{h.t(r.id)}</b>", state, schedule, nxt, outcome,
+        return [f"<b>{h.t(r.id)}</b>", state, schedule, nxt, outcome, admission(r),
                 h.t(", ".join(r.gated)) or '<span class="muted">—</span>',
                 '<span class="actions">' + " ".join(buttons) + "</span>"]
 
-    out += table(h, ["task", "state", "schedule", "next fire", "last run", "gated", ""],
+    def admission(r: TaskRow) -> str:
+        """The priority and the worker's last admission decision, with its reason."""
+        a = r.admission
+        if a is None:
+            return h.t(r.priority)
+        tone = {"run": "ok", "reduce": "warn", "wait": "warn", "skip": "warn"}.get(a.decision, "")
+        until = f" until {a.wait_until.astimezone(UTC):%H:%M} UTC" if a.wait_until else ""
+        return (f"{h.t(r.priority)} {badge(h, a.decision, tone)}{h.t(until)}"
+                f'<div class="small muted">{h.t(a.reason)} · {ago(a.at)}</div>')
+
+    out += table(h, ["task", "state", "schedule", "next fire", "last run", "priority · admission",
+                     "gated", ""],
                  (row(r) for r in rows), "no tasks in tasks.json",
-                 ["", "", "", "", "", "wide", ""], stack=True)
+                 ["", "", "", "", "", "wide", "wide", ""], stack=True)
     return h.page("Tasks", out, flash, 10.0)
 
 

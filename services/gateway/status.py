@@ -23,7 +23,7 @@ from koda.shared.controls import tasks_in_force
 from koda.shared.cron_words import describe
 from koda.shared.health import read_heartbeats
 from koda.shared.home import HomeLayout
-from koda.shared.messages import LimitsRecord, RunLedgerEntry, SchedulerFire
+from koda.shared.messages import AdmissionRecord, LimitsRecord, RunLedgerEntry, SchedulerFire
 from koda.shared.settings import SERVICES
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
@@ -55,6 +55,8 @@ class TaskRow:
     schedule: str = "manual only"
     zone: str = "UTC"
     pause_reason: str = ""
+    priority: str = "normal"
+    admission: AdmissionRecord | None = None  # the worker's last decision for the task
 
 
 async def services(bus: Bus, now: datetime | None = None) -> list[ServiceRow]:
@@ -174,6 +176,7 @@ async def tasks(bus: Bus, home: HomeLayout, now: datetime | None = None
         fire_raw = await _kv_json(bus, "scheduler", f"fire.{task.id}")
         pause_raw = await _kv_json(bus, "scheduler", f"pause.{task.id}")
         pause = json.loads(pause_raw) if pause_raw else None
+        admission_raw = await _kv_json(bus, "limits", f"admission.{task.id}")
         zone = task.timezone or parsed.timezone
         rows.append(TaskRow(
             id=task.id, cron=task.cron, enabled=task.enabled, next_fire=next_fire,
@@ -181,8 +184,19 @@ async def tasks(bus: Bus, home: HomeLayout, now: datetime | None = None
             last_run=next((r for r in runs if r.task == task.id), None),
             paused_by=pause.get("paused_by") if pause else None, gated=list(task.gated),
             schedule=describe(spec, zone) if spec else "manual only", zone=zone,
-            pause_reason=str(pause.get("reason") or "") if pause else ""))
+            pause_reason=str(pause.get("reason") or "") if pause else "",
+            priority=task.priority,
+            admission=_admission(admission_raw)))
     return rows, error
+
+
+def _admission(raw: bytes | None) -> AdmissionRecord | None:
+    """The worker's last admission record; None when there is none or it cannot be read (the
+    page shows the task without it)."""
+    try:
+        return AdmissionRecord.from_bytes(raw) if raw else None
+    except ValueError:
+        return None
 
 
 def config_problems(home: HomeLayout) -> list[str]:

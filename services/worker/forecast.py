@@ -96,3 +96,17 @@ def forecast_month(tasks: TasksFile, recent: RecentCosts, spent: float, now: dat
         if fires:
             per_task[task.id] = round(fires * cost, 4)
     return Forecast(f"{now:%Y-%m}", spent, round(spent + sum(per_task.values()), 4), per_task)
+
+
+def scheduled_need(tasks: TasksFile, recent: RecentCosts, now: datetime, until: datetime,
+                   priorities: frozenset[str] = frozenset({"critical", "normal"})) -> float:
+    """USD the enabled cron tasks of `priorities` are forecast to cost in (now, until):
+    what admission keeps of the reserve before a budget renews."""
+    need = 0.0
+    for task in tasks.tasks:
+        spec = task.cron_spec()
+        cost = recent.mean(task.id)
+        if task.enabled and spec is not None and cost > 0 and task.priority in priorities:
+            need += fires_left(spec, now, until - timedelta(microseconds=1),
+                               task.zone(tasks.timezone)) * cost
+    return need

@@ -90,6 +90,12 @@ class Limits:
         if cap_month is not None and month >= cap_month:
             return Refusal("spend_month", f"monthly spend cap reached (${month:.2f} of ${cap_month:.2f})",
                            None)
+        credit = self.settings.credit_month_usd
+        if credit is not None and not self.settings.credit_extra_usage and month >= credit:
+            # The provider pauses requests past the credit unless extra usage is on: a run now
+            # would only be refused by it, so it is refused here, saying why.
+            return Refusal("credit", f"monthly credit used (${month:.2f} of ${credit:.2f}); "
+                           "set KODA_CREDIT_EXTRA_USAGE=true if extra usage is on", None)
         return None
 
     async def pause(self, until: float, reason: str) -> bool:

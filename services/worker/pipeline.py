@@ -82,7 +82,8 @@ class Pipeline:
     def __init__(self, task: Task, request: RunRequest, ledger: Ledger, claim: Claim,
                  drafts: Path, system_for: Callable[[str | None], str], session: SessionRunner,
                  on_step: Callable[[str], None] | None = None, *, turn_cap: int | None = None,
-                 model: str | None = None) -> None:
+                 model: str | None = None,
+                 learnings: Callable[[], str | None] = lambda: None) -> None:
         self.turn_cap = turn_cap  # set by admission for a run let go on smaller
         self.model = model
         self.task = task
@@ -93,6 +94,7 @@ class Pipeline:
         self.system_for = system_for
         self.session = session
         self.on_step = on_step
+        self.learnings = learnings  # read per step: a step may record one for the next
 
     async def run(self, deadline: float) -> RunOutcome:
         out = RunOutcome()
@@ -135,7 +137,7 @@ class Pipeline:
     async def _step(self, step: StepPlan, index: int, prior: list[tuple[str, Path]], deadline: float,
                     out: RunOutcome) -> tuple[SessionResult, StepRecord]:
         prompt = user_prompt(step.prompt, context=self.request.context if index == 0 else None,
-                             prior=prior)
+                             prior=prior, learnings=self.learnings())
         turns_allowed = min(step.max_turns, self.turn_cap or step.max_turns)
         spec = SessionSpec(system_append=self.system_for(step.skill), max_turns=turns_allowed,
                            max_budget_usd=self.task.max_budget_usd, gated=list(self.task.gated),

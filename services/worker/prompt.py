@@ -1,8 +1,10 @@
 """The system prompt and the user prompt of a session, assembled from the agent home.
 
-Order: soul.md, Koda's built-in rules, user.md, goals.md, learnings.md (never more than the last
-100 lines), the task's skill. The task prompt (or one step's prompt) is the user
-message; data attached to a run request is appended to it, labelled untrusted.
+The system prompt holds what stays the same from run to run: soul.md, Koda's built-in rules,
+user.md, goals.md and the task's skill. Everything that changes between runs goes into the user
+message, after it, so the provider's prompt cache keeps the system prompt: learnings.md (never
+more than the last 100 lines; it grows as runs record learnings), earlier steps' artifacts, the
+task prompt (or one step's prompt), then data attached to the run request, labelled untrusted.
 """
 
 from __future__ import annotations
@@ -69,19 +71,27 @@ def system_prompt(layout: HomeLayout, skill: str | None) -> str:
         _section("user", layout.user, layout.root),
         _section("goals", layout.goals, layout.root),
     ]
-    learnings, _ = read_learnings(layout)
-    if learnings:
-        parts.append("<learnings>\n" + "\n".join(learnings) + "\n</learnings>")
     if skill:
         section = _section(f"skill name=\"{skill}\"", layout.skill(skill), layout.root)
         parts.append(section or f"(The skill {skill!r} was not found in skills/.)")
     return "\n\n".join(p for p in parts if p)
 
 
+def learnings_section(layout: HomeLayout) -> str | None:
+    """learnings.md for the user message (it changes as runs record learnings, so it stays out
+    of the cached system prompt); None when there are none."""
+    learnings, _ = read_learnings(layout)
+    if not learnings:
+        return None
+    return ("<learnings note=\"what earlier runs recorded in learnings.md\">\n"
+            + "\n".join(learnings) + "\n</learnings>")
+
+
 def user_prompt(task_prompt: str, *, context: dict[str, Any] | None = None,
-                prior: list[tuple[str, Path]] | None = None) -> str:
-    """The first user message: prior steps' artifacts, the prompt, then untrusted context."""
-    parts: list[str] = []
+                prior: list[tuple[str, Path]] | None = None, learnings: str | None = None) -> str:
+    """The first user message: learnings, prior steps' artifacts, the prompt, then untrusted
+    context (what changes least first)."""
+    parts: list[str] = [learnings] if learnings else []
     for step_id, path in prior or []:
         # An artifact lives in data/drafts/<run>/ of a home: read from the home down, no links.
         text = read_home_file(path.parents[3], path)

@@ -23,7 +23,7 @@ from koda.shared.settings import KodaSettings
 from koda.shared.tasks import Task, TasksFile
 
 from .admission import Admission, Budget, Usage, admit, left
-from .forecast import Forecast, RecentCosts, forecast_month
+from .forecast import Forecast, RecentCosts, forecast_month, scheduled_need
 from .limits import Limits
 from .pipeline import RunOutcome
 
@@ -99,16 +99,23 @@ class Quota:
 
     # --- before a run ------------------------------------------------------------------------
 
-    async def admit(self, task: Task, request: RunRequest, zone: str) -> Admission:
+    async def admit(self, task: Task, request: RunRequest, tasks: TasksFile | None) -> Admission:
         """Decide (the limits record was just read by `Limits.check`) and say so in an event."""
         now = datetime.now(UTC)
         spec = task.cron_spec() if task.enabled else None
+        zone = tasks.timezone if tasks else "UTC"
         fire = cron.next_fire(spec, now, task.zone(zone)) if spec else None
+
+        def need(until: float) -> float:  # asked only when the reserve would be touched
+            return scheduled_need(tasks, self.recent(), now, datetime.fromtimestamp(until, UTC)) \
+                if tasks else 0.0
+
         decision = admit(task.priority, interactive=request.trigger in INTERACTIVE,
                          max_turns=task.max_turns, cheaper_model=task.cheaper_model,
                          expected_cost=self.recent().mean(task.id), budget=self.budget,
                          usage=self.usage(now), now=now.timestamp(),
-                         next_fire=fire.timestamp() if fire else None)
+                         next_fire=fire.timestamp() if fire else None,
+                         scheduled_need=need if tasks else None)
         self.m_admission.labels(task.id, task.priority, decision.decision).inc()
         record = AdmissionRecord(task=task.id, run_id=request.run_id, priority=task.priority,
                                  **decision.as_data())  # type: ignore[arg-type]

@@ -4,7 +4,8 @@ For each delivery: honour the shared limits (a rate-limit pause puts the run bac
 refuses it and says which), claim the run in the ledger (a run already finished is acknowledged
 and dropped, so it completes once), run its remaining steps while sending progress acks, then
 write the run record, the daily log line, the ledger's terminal status, spend, metrics and
-events, in that order. The SDK is imported at the first run, not at start.
+events, in that order. The SDK, and the quota and timeline modules, are imported at the first
+run, not at start (an idle worker stays small).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -29,7 +30,6 @@ from koda.shared.service import Service
 from koda.shared.tasks import Task, parse_tasks
 from koda.shared.transcript import prune
 
-from .admission import Admission
 from .cancel import SUBJECT as CANCEL_SUBJECT
 from .cancel import RunsInHand
 from .cli_process import launcher
@@ -37,14 +37,17 @@ from .ledger import Claim, Ledger
 from .limits import Limits
 from .options import SessionSpec, build_options, config_dir, sandbox_problem, sandbox_refusal
 from .pipeline import Pipeline, RunOutcome
-from .prompt import read_learnings, system_prompt
-from .quota import Quota
+from .prompt import learnings_section, read_learnings, system_prompt
 from .records import RunRecord, append_daily_log, write_record
 from .resources import CAUSES as RESOURCE_CAUSE_BY_ERRNO
 from .resources import AlertGate, exhaustion
 from .session import SessionResult, run_session
-from .timeline import Timeline
 from .tools import CONSOLIDATE_SKILL, KodaTools
+
+if TYPE_CHECKING:
+    from .admission import Admission
+    from .quota import Quota
+    from .timeline import Timeline
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +90,7 @@ class WorkerService(Service):
         sub = await self.bus.nc.subscribe(CANCEL_SUBJECT, cb=self._on_cancel)
         self.stack.push_async_callback(sub.unsubscribe)
         r = self.registry
-        self.quota = Quota(self.bus, self.settings, self.limits, self.layout, r)
+        self._quota: Quota | None = None
         self.m_runs = Counter("koda_runs_total", "Runs finished, by outcome", ["task", "outcome"], registry=r)
         self.m_duration = Histogram("koda_run_duration_seconds", "Run duration", ["task"], registry=r,
                                     buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600))
@@ -103,6 +106,14 @@ class WorkerService(Service):
         cap = Gauge("koda_spend_cap_usd", "Spend cap (0 = none)", ["period"], registry=r)
         cap.labels("day").set(self.settings.spend_cap_day_usd or 0)
         cap.labels("month").set(self.settings.spend_cap_month_usd or 0)
+
+    @property
+    def quota(self) -> Quota:
+        """Admission and cost accounting, made at the first run that asks for it."""
+        if self._quota is None:
+            from .quota import Quota
+            self._quota = Quota(self.bus, self.settings, self.limits, self.layout, self.registry)
+        return self._quota
 
     def _spend(self, period: str) -> float:
         now = datetime.now(UTC)
@@ -158,7 +169,7 @@ class WorkerService(Service):
         if refusal is not None and refusal.retry_in is not None:
             return RetryLater(refusal.retry_in + self._jitter(), refusal.message)
         admission = None if refusal or task.script else await self.quota.admit(
-            task, request, self.tasks.value.timezone if self.tasks.value else "UTC")
+            task, request, self.tasks.value)
         if admission is not None and admission.decision == "skip":
             await self.bus.emit(self.bus.event(
                 "run.skipped", f"{task.id} skipped: {admission.reason}"[:300], task=task.id,
@@ -202,6 +213,7 @@ class WorkerService(Service):
             "run.started", f"{task.id} started", task=task.id, run_id=request.run_id,
             data={"trigger": request.trigger, "step": claim.entry.step, "resumed": claim.resumed,
                   "steps_done": claim.entry.steps_done}))
+        from .timeline import Timeline
         timeline = Timeline(self.settings.expanded_state(), request.run_id, self.redact)
         timeline.add("start", task=task.id, trigger=request.trigger, attempt=claim.entry.attempt,
                      resumed=claim.resumed, step=claim.entry.step, requested_by=request.requested_by,
@@ -296,7 +308,8 @@ class WorkerService(Service):
             return result
 
         return Pipeline(task, request, self.ledger, claim, self.layout.drafts / request.run_id,
-                        lambda skill: system_prompt(self.layout, skill), session, on_step)
+                        lambda skill: system_prompt(self.layout, skill), session, on_step,
+                        learnings=lambda: learnings_section(self.layout))
 
     async def _script(self, task: Task, request: RunRequest, claim: Claim, tools: KodaTools) -> RunOutcome:
         """A script task runs no model: the actions service runs the script, once per attempt."""
@@ -457,6 +470,7 @@ class WorkerService(Service):
         record = RunRecord(run_id=run_id, task=entry.task, trigger="unknown", outcome="cancelled",
                            started_at=now, error=f"cancelled by {by}")
         write_record(self.layout, record)
+        from .timeline import Timeline
         Timeline(self.settings.expanded_state(), run_id, self.redact).add("cancel", by=by)
         await self.bus.emit(self.bus.event(
             "run.failed", f"{entry.task} cancelled by {by}"[:300], severity="warning",

@@ -12,7 +12,7 @@ import pytest
 
 from koda.shared.approvals import ApprovalStore
 from koda.shared.bus import Bus
-from koda.shared.messages import RunLedgerEntry, RunRequest
+from koda.shared.messages import AdmissionRecord, RunLedgerEntry, RunRequest
 from koda.shared.settings import KodaSettings
 
 from .conftest import CONSOLE_TOKEN, SECRET, Propose, RunningGateway
@@ -130,10 +130,16 @@ async def test_tasks_page_triggers_pauses_and_resumes(
     drafts = home / "data" / "drafts" / "daily-post.1700000000000"
     drafts.mkdir(parents=True)
     (drafts / "post.md").write_text(f"Hello world. token={SECRET}\n")
+    # The worker's last admission decision for the task, as it keeps it in the limits KV.
+    await bus.kv["limits"].put("admission.daily-post", AdmissionRecord(
+        task="daily-post", run_id="daily-post.1700000000001", priority="normal", decision="reduce",
+        reason="normal task reduced to 8 turns: window 93% used", max_turns=8).to_bytes())
     async with httpx.AsyncClient(base_url=console,
                                  headers={"Authorization": f"Bearer {CONSOLE_TOKEN}"}) as http:
         tasks = (await http.get("/tasks")).text
         assert "publish-video" in tasks and "0 9 * * *" in tasks and "done" in tasks
+        assert "priority · admission" in tasks and ">reduce<" in tasks
+        assert "normal task reduced to 8 turns: window 93% used" in tasks
         run = await http.post("/tasks/daily-post/run")
         assert run.status_code == 303 and "queued" in run.headers["location"]
         assert (await http.post("/tasks/nope/run")).headers["location"].count("no%20task") == 1

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from koda.services.worker.forecast import RecentCosts, forecast_month
+from koda.services.worker.forecast import RecentCosts, forecast_month, scheduled_need
 from koda.shared.tasks import TasksFile
 
 
@@ -42,3 +42,18 @@ def test_recent_cost_is_the_mean_of_the_last_five_runs() -> None:
         recent.add("t", cost)
     assert recent.mean("t") == 1.0
     assert recent.mean("unknown") == 0.0
+
+
+def test_the_scheduled_need_before_a_renewal_leaves_background_work_out() -> None:
+    listed = TasksFile.model_validate({"tasks": [
+        {"id": "triage", "cron": "0 * * * *", "prompt": "x", "priority": "critical"},
+        {"id": "digest", "cron": "30 * * * *", "prompt": "x"},
+        {"id": "crawl", "cron": "*/5 * * * *", "prompt": "x", "priority": "background"},
+    ]})
+    recent = RecentCosts()
+    for task in ("triage", "digest", "crawl"):
+        recent.add(task, 0.1)
+    now = datetime(2026, 12, 31, 21, 45, tzinfo=UTC)
+    # Until midnight: triage 22:00, 23:00 and digest 22:30, 23:30; midnight itself is January's.
+    need = scheduled_need(listed, recent, now, datetime(2027, 1, 1, tzinfo=UTC))
+    assert round(need, 6) == 0.4

@@ -21,7 +21,9 @@ async def test_window_report_drives_admission_by_priority(
         wsettings: KodaSettings, fake_api: FakeAnthropic, bus: Bus, events: Events) -> None:
     settings = wsettings.model_copy(update={
         "anthropic_api_key": None, "claude_code_oauth_token": SecretStr(OAUTH_TOKEN),
-        "credit_month_usd": 0.001, "worker_concurrency": 1, "admission_reduced_turns": 3})
+        # Extra usage on: past the tiny credit runs go on, admitted by priority.
+        "credit_month_usd": 0.001, "credit_extra_usage": True, "worker_concurrency": 1,
+        "admission_reduced_turns": 3})
     write_tasks(settings,
                 {"id": "report", "prompt": "Write the report.", "cron": "* * * * *"},
                 {"id": "digest", "prompt": "Digest the news.", "priority": "normal",

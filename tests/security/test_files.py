@@ -81,7 +81,7 @@ async def test_no_canary_outside_the_home_reaches_the_model(rig: Rig, bus: Bus) 
 
 async def test_links_in_the_home_never_pull_a_secret_into_the_prompt(rig: Rig, bus: Bus) -> None:
     """The agent can swap learnings.md, goals.md or user.md for a link; the worker itself (not
-    sandboxed) reads those into the system prompt, so it must not follow them."""
+    sandboxed) reads those into the prompt, so it must not follow them."""
     layout, state = rig.layout, rig.settings.expanded_state()
     canaries = plant_all(layout, state, rig.host_home)
     for name, target in (("learnings.md", layout.env), ("goals.md", state / "console-token"),

@@ -41,9 +41,13 @@ async def test_host_claude_md_never_reaches_the_model_but_the_soul_does(
     [call] = [c for c in fake_api.main_calls() if "Say hello" in c.prompt]
     assert "You are **Koda**" in call.system  # soul.md
     assert "Say hello to the creator." in call.prompt
-    # learnings.md holds 150 lines; only the newest 100 go into the prompt
-    assert "learning number 149" in call.system and "learning number 50\n" in call.system
-    assert "learning number 49\n" not in call.system
+    # learnings.md holds 150 lines; only the newest 100 go into the prompt. They grow run by
+    # run, so they are in the user message, before the task, and never in the system prompt
+    # (which the prompt cache keeps from one run to the next).
+    assert "learning number 149" in call.prompt and "learning number 50\n" in call.prompt
+    assert "learning number 49\n" not in call.prompt
+    assert "learning number" not in call.system
+    assert call.prompt.index("learning number 149") < call.prompt.index("Say hello to the creator.")
     record = json.loads((layout.runs / f"{request.run_id}.json").read_text())
     assert record["outcome"] == "done" and record["turns"] == 1
     daily = list(layout.daily_logs.glob("*.md"))
