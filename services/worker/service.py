@@ -4,8 +4,9 @@ For each delivery: honour the shared limits (a rate-limit pause puts the run bac
 refuses it and says which), claim the run in the ledger (a run already finished is acknowledged
 and dropped, so it completes once), run its remaining steps while sending progress acks, then
 write the run record, the daily log line, the ledger's terminal status, spend, metrics and
-events, in that order. The SDK, and the quota and timeline modules, are imported at the first
-run, not at start (an idle worker stays small).
+events, in that order. The SDK and the timeline module are imported at the first run, not at
+start (an idle worker stays small); the quota module at start, as its metrics (credit left,
+forecast, window) must be on /metrics before any run for the dashboard and alerts.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from .limits import Limits
 from .options import SessionSpec, build_options, config_dir, sandbox_problem, sandbox_refusal
 from .pipeline import Pipeline, RunOutcome
 from .prompt import learnings_section, read_learnings, system_prompt
+from .quota import Quota
 from .records import RunRecord, append_daily_log, write_record
 from .resources import CAUSES as RESOURCE_CAUSE_BY_ERRNO
 from .resources import AlertGate, exhaustion
@@ -46,7 +48,6 @@ from .tools import CONSOLIDATE_SKILL, KodaTools
 
 if TYPE_CHECKING:
     from .admission import Admission
-    from .quota import Quota
     from .timeline import Timeline
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,6 @@ class WorkerService(Service):
         sub = await self.bus.nc.subscribe(CANCEL_SUBJECT, cb=self._on_cancel)
         self.stack.push_async_callback(sub.unsubscribe)
         r = self.registry
-        self._quota: Quota | None = None
         self.m_runs = Counter("koda_runs_total", "Runs finished, by outcome", ["task", "outcome"], registry=r)
         self.m_duration = Histogram("koda_run_duration_seconds", "Run duration", ["task"], registry=r,
                                     buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600))
@@ -106,14 +106,7 @@ class WorkerService(Service):
         cap = Gauge("koda_spend_cap_usd", "Spend cap (0 = none)", ["period"], registry=r)
         cap.labels("day").set(self.settings.spend_cap_day_usd or 0)
         cap.labels("month").set(self.settings.spend_cap_month_usd or 0)
-
-    @property
-    def quota(self) -> Quota:
-        """Admission and cost accounting, made at the first run that asks for it."""
-        if self._quota is None:
-            from .quota import Quota
-            self._quota = Quota(self.bus, self.settings, self.limits, self.layout, self.registry)
-        return self._quota
+        self.quota = Quota(self.bus, self.settings, self.limits, self.layout, self.registry)
 
     def _spend(self, period: str) -> float:
         now = datetime.now(UTC)
