@@ -58,7 +58,8 @@ async def _ledger(bus: Any) -> list[Any]:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from koda.shared.home import HomeLayout
-    from koda.shared.runs_view import filtered, merge, read_records
+    from koda.shared.run_record import read_records
+    from koda.shared.runs_view import filtered, merge
 
     settings = settings_from(args)
 
@@ -121,7 +122,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 async def _show(settings: Any, run_id: str, follow: bool, as_json: bool, full: bool) -> int:
     from koda.shared.home import HomeLayout
-    from koda.shared.runs_view import LIVE, from_record, merge
+    from koda.shared.run_record import read_record
+    from koda.shared.runs_view import LIVE, RunSummary, merge
     from koda.shared.transcript import RUN_ID, read_entries
 
     if not RUN_ID.match(run_id):
@@ -130,7 +132,7 @@ async def _show(settings: Any, run_id: str, follow: bool, as_json: bool, full: b
     layout, state = HomeLayout(settings.expanded_home()), settings.expanded_state()
     bus = await _connect(settings)
     try:
-        record = _record(layout, run_id)
+        record = read_record(layout.runs, run_id)
         ledger = [e for e in await _ledger(bus) if e.run_id == run_id] if bus else []
         rows = merge({run_id: record} if record else {}, ledger)
         entries = read_entries(state, run_id)
@@ -138,7 +140,7 @@ async def _show(settings: Any, run_id: str, follow: bool, as_json: bool, full: b
             print(f"no run {run_id} (no record, no transcript"
                   + (", nothing in the ledger)" if bus else "; the bus is not reachable)"), file=sys.stderr)
             return 1
-        summary = rows[0] if rows else from_record({}, run_id)
+        summary = rows[0] if rows else RunSummary(run_id, run_id.split(".")[0], "?")
         approvals = await _approvals(bus, run_id)
         if as_json:
             print(json.dumps({"run": summary.as_json(), "approvals": approvals,
@@ -167,14 +169,6 @@ async def _show(settings: Any, run_id: str, follow: bool, as_json: bool, full: b
     finally:
         if bus is not None:
             await bus.close()
-
-
-def _record(layout: Any, run_id: str) -> dict[str, Any] | None:
-    try:
-        data = json.loads((layout.runs / f"{run_id}.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 async def _approvals(bus: Any, run_id: str) -> list[dict[str, Any]]:

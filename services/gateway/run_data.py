@@ -12,11 +12,12 @@ from nats.js.errors import KeyNotFoundError
 
 from koda.shared.bus import Bus
 from koda.shared.messages import ActionRecord, ApprovalRecord, Event
-from koda.shared.runs_view import RunSummary, merge, read_records
+from koda.shared.run_record import read_record, read_records
+from koda.shared.runs_view import RunSummary, merge
 from koda.shared.transcript import read_entries
 
 from .context import GatewayContext
-from .status import _read_json, _record_path, ledger
+from .status import ledger
 
 
 async def summaries(ctx: GatewayContext) -> list[RunSummary]:
@@ -48,8 +49,7 @@ def _fill_from_transcript(ctx: GatewayContext, row: RunSummary) -> None:
 
 async def summary(ctx: GatewayContext, run_id: str) -> RunSummary | None:
     """One run: its record if it has ended, else what the ledger says while it goes."""
-    path = _record_path(ctx.home, run_id)
-    record = _read_json(path) if path else None
+    record = read_record(ctx.home.runs, run_id)
     entry = await _ledger_entry(ctx.bus, run_id)
     rows = merge({run_id: record} if record else {}, [entry] if entry else [])
     if not rows:

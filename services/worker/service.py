@@ -25,6 +25,7 @@ from koda.shared.errors import ConfigError, Permanent, RetryLater
 from koda.shared.home import LEARNINGS_CAP, HomeLayout
 from koda.shared.lastgood import LastGood
 from koda.shared.messages import ActionRequest, ActionResult, Event, RunLedgerEntry, RunRequest
+from koda.shared.run_record import RunRecord
 from koda.shared.service import Service
 from koda.shared.tasks import Task, parse_tasks
 from koda.shared.transcript import prune
@@ -39,7 +40,7 @@ from .options import SessionSpec, build_options, config_dir, sandbox_problem, sa
 from .pipeline import Pipeline, RunOutcome
 from .prompt import read_learnings, system_prompt
 from .quota import Quota
-from .records import RunRecord, append_daily_log, write_record
+from .records import append_daily_log, write_record
 from .resources import CAUSES as RESOURCE_CAUSE_BY_ERRNO
 from .resources import AlertGate, exhaustion
 from .session import SessionResult, run_session
