@@ -23,6 +23,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysEr
 
 from . import approval_keys
 from .bus import Bus
+from .events import ApprovalEvent
 from .messages import ActionRequest, ApprovalRecord
 from .secrets import Redactor, redactor_for_home
 
@@ -102,8 +103,8 @@ class ApprovalStore:
         await self.bus.emit(self.bus.event(
             "approval.requested", f"{record.action} for {record.task} needs approval",
             task=record.task, run_id=record.run_id,
-            data={"approval_id": record.id, "action": record.action, "reason": record.reason,
-                  "artifact": record.artifact, "expires_at": record.expires_at}))
+            data=ApprovalEvent(approval_id=record.id, action=record.action, reason=record.reason,
+                               artifact=record.artifact, expires_at=record.expires_at)))
         return record
 
     async def get(self, approval_id: str) -> tuple[ApprovalRecord, int] | None:
@@ -200,8 +201,8 @@ class ApprovalStore:
         await self.bus.emit(self.bus.event(
             "approval.decided", f"{record.action} for {record.task}: {status} by {who}",
             task=record.task, run_id=record.run_id,
-            data={"approval_id": record.id, "status": status, "decided_by": who,
-                  **({"note": note} if note else {})}))
+            data=ApprovalEvent(approval_id=record.id, status=status, decided_by=who,
+                               note=note or None)))
         return updated
 
     async def _dispatch(self, record: ApprovalRecord) -> ApprovalRecord:
@@ -268,7 +269,7 @@ class ApprovalStore:
                     "approval.reminder",
                     f"{record.action} for {record.task} expires in {_minutes(left)}",
                     task=record.task, run_id=record.run_id,
-                    data={"approval_id": record.id, "expires_at": record.expires_at}))
+                    data=ApprovalEvent(approval_id=record.id, expires_at=record.expires_at)))
                 reminded.append(updated)
         return reminded, expired
 

@@ -28,6 +28,7 @@ from nats.js.kv import KeyValue
 
 from .consumer import Delivery, Handler, WorkQueueConsumer, consumer_name, retry_delay
 from .errors import BusError, ForeignStack, Permanent
+from .events import EventData
 from .messages import Event, Message
 from .settings import KodaSettings
 from .supervised import Backoff, keep_running
@@ -226,8 +227,12 @@ class Bus:
         except Exception:
             log.exception("could not emit event", extra={"event": event.event})
 
-    def event(self, event: str, summary: str = "", **fields: Any) -> Event:
-        return Event(event=event, service=self.service, summary=summary, **fields)
+    def event(self, event: str, summary: str = "", *,
+              data: EventData | dict[str, Any] | None = None, **fields: Any) -> Event:
+        """An event from this service; `data` is the kind's model (shared/events.py) or, for
+        kinds that have none yet, a plain dict."""
+        payload = data.dump() if isinstance(data, EventData) else data or {}
+        return Event(event=event, service=self.service, summary=summary, data=payload, **fields)
 
     # --- consuming --------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from prometheus_client import Counter
 from koda.shared.approvals import ApprovalStore
 from koda.shared.bus import Delivery
 from koda.shared.errors import ConfigError, RetryLater
+from koda.shared.events import ActionDone
 from koda.shared.home import HomeLayout
 from koda.shared.messages import ActionRecord, ActionRequest, ActionResult, ScrapeRequest, ScrapeResult
 from koda.shared.scripts import ScriptSpec
@@ -235,11 +236,10 @@ class ActionsService(Service):
         await self.bus.emit(self.bus.event(
             "action.done", f"{request.name}: {outcome}",
             severity="info" if result.ok else "warning", run_id=request.run_id,
-            data={"name": request.name, "idempotency_key": request.idempotency_key,
-                  "ok": result.ok, "outcome": outcome, "exit_code": result.exit_code,
-                  "approval_id": request.approval_id, "site": site, "auth_retry": auth_retry,
-                  "needs_human": needs_human,
-                  "error": (result.error or "")[:300] or None}))
+            data=ActionDone(name=request.name, idempotency_key=request.idempotency_key,
+                            ok=result.ok, outcome=outcome, exit_code=result.exit_code,
+                            approval_id=request.approval_id, site=site, auth_retry=auth_retry,
+                            needs_human=needs_human, error=(result.error or "")[:300] or None)))
 
     async def _reply(self, request: ActionRequest, result: ActionResult) -> None:
         if request.reply_subject:

@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from koda.shared.bus import Bus
+from koda.shared.events import BadEvent
 from koda.shared.messages import Event
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,10 @@ async def consume_events(bus: Bus, deliver: Callable[[Event], Awaitable[None]],
                     continue
                 try:
                     await deliver(event)
+                except BadEvent as exc:  # its data fits no model we know: no retry can help
+                    log.warning("skipping an event: %s", exc)
+                    await msg.term()
+                    continue
                 except Exception as exc:
                     attempt = msg.metadata.num_delivered
                     log.warning("could not deliver event to Discord",

@@ -11,6 +11,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyNotFoundError
 
 from koda.shared.bus import Bus
+from koda.shared.events import ActionDone, BadEvent
 from koda.shared.messages import ActionRecord, ApprovalRecord, Event
 from koda.shared.run_record import read_record, read_records
 from koda.shared.runs_view import RunSummary, merge
@@ -96,10 +97,13 @@ async def action_outcomes(bus: Bus, records: list[ApprovalRecord]) -> dict[str, 
                                   "error": done.result.error}
     if any(r.id not in out for r in approved):
         for event in await _action_events(bus):
-            approval_id = event.data.get("approval_id")
-            if approval_id and approval_id not in out:
-                out[approval_id] = {"ok": bool(event.data.get("ok")), "output": event.summary,
-                                    "error": event.data.get("error")}
+            try:
+                action = ActionDone.of(event)
+            except BadEvent:
+                continue  # from another version: the page does without it
+            if action.approval_id and action.approval_id not in out:
+                out[action.approval_id] = {"ok": action.ok, "output": event.summary,
+                                           "error": action.error}
     return out
 
 

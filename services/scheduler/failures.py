@@ -21,13 +21,13 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from koda.shared.bus import Bus
 from koda.shared.controls import pause_task
+from koda.shared.events import BadEvent, RunEnded
 from koda.shared.messages import Event
 from koda.shared.tasks import Task
 
 log = logging.getLogger(__name__)
 DURABLE = "scheduler-failures"
 SUBJECT = "koda.events.run.*"  # run.finished and run.failed; the others are skipped
-ENDS = frozenset({"run.finished", "run.failed"})
 
 
 class FailureCounter:
@@ -69,7 +69,12 @@ class FailureCounter:
                 await sub.unsubscribe()
 
     async def handle(self, event: Event) -> None:
-        if not event.task or event.event not in ENDS:
+        if not event.task or event.event not in RunEnded.kinds:
+            return
+        try:
+            run = RunEnded.of(event)
+        except BadEvent as exc:  # from another version: not counted either way
+            log.warning("not counting a run end: %s", exc)
             return
         key = f"failures.{event.task}"
         for _ in range(10):  # compare-and-set: another instance may count at the same moment
@@ -78,11 +83,11 @@ class FailureCounter:
                 count, revision = json.loads(entry.value or b"0"), entry.revision
             except KeyNotFoundError:
                 count, revision = 0, 0
-            if event.data.get("outcome", "done" if event.event == "run.finished" else "failed") == "done":
+            if run.done:
                 if count:
                     await self.kv.put(key, b"0")
                 return
-            if event.data.get("cause") == "config":
+            if run.cause == "config":
                 return  # a broken tasks.json is the file's fault, not the task's: never a pause
             count += 1
             task = self.lookup(event.task)
@@ -93,12 +98,12 @@ class FailureCounter:
             except KeyWrongLastSequenceError:
                 continue
             if pause:
-                await self._pause(event, count)
+                await self._pause(event, run, count)
             return
 
-    async def _pause(self, event: Event, count: int) -> None:
+    async def _pause(self, event: Event, run: RunEnded, count: int) -> None:
         assert event.task is not None
-        reason = f"{count} consecutive failed runs (last: {event.data.get('outcome')}, {event.run_id})"
+        reason = f"{count} consecutive failed runs (last: {run.outcome}, {event.run_id})"
         log.warning("task paused", extra={"task": event.task, "reason": reason})
         await pause_task(self.bus, event.task, "scheduler", reason, data={"failures": count},
                          text=f"{event.task} paused after {reason}; resume it with `koda resume "

@@ -22,6 +22,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from koda.shared.bus import Delivery
 from koda.shared.errors import ConfigError, Permanent, RetryLater
+from koda.shared.events import BadEvent, CancelRequested, RunEnded, RunRetrying, RunSkipped, RunStarted
 from koda.shared.home import LEARNINGS_CAP, HomeLayout
 from koda.shared.lastgood import LastGood
 from koda.shared.messages import ActionRequest, ActionResult, Event, RunLedgerEntry, RunRequest
@@ -163,8 +164,8 @@ class WorkerService(Service):
         if admission is not None and admission.decision == "skip":
             await self.bus.emit(self.bus.event(
                 "run.skipped", f"{task.id} skipped: {admission.reason}"[:300], task=task.id,
-                run_id=request.run_id, data={"scheduled_for": request.scheduled_for.isoformat(),
-                                             "reason": admission.reason, "trigger": request.trigger}))
+                run_id=request.run_id, data=RunSkipped(scheduled_for=request.scheduled_for,
+                                                       reason=admission.reason, trigger=request.trigger)))
             return None
         if admission is not None and admission.wait_until is not None:
             return RetryLater(max(0.0, admission.wait_until - time.time()) + self._jitter(),
@@ -201,8 +202,8 @@ class WorkerService(Service):
                                       error=f"cut short {claim.entry.claims} times (a crash each time?)")
         await self.bus.emit(self.bus.event(
             "run.started", f"{task.id} started", task=task.id, run_id=request.run_id,
-            data={"trigger": request.trigger, "step": claim.entry.step, "resumed": claim.resumed,
-                  "steps_done": claim.entry.steps_done}))
+            data=RunStarted(trigger=request.trigger, step=claim.entry.step, resumed=claim.resumed,
+                            steps_done=claim.entry.steps_done)))
         timeline = Timeline(self.settings.expanded_state(), request.run_id, self.redact)
         timeline.add("start", task=task.id, trigger=request.trigger, attempt=claim.entry.attempt,
                      resumed=claim.resumed, step=claim.entry.step, requested_by=request.requested_by,
@@ -272,8 +273,8 @@ class WorkerService(Service):
                                  attempts=attempts, next_attempt_at=next_at)
         await self.bus.emit(self.bus.event(
             "run.retrying", note[:300], severity="warning", task=task.id, run_id=claim.entry.run_id,
-            data={"attempt": attempt, "attempts": attempts, "error": reason, "next_in_s": delay,
-                  "next_attempt_at": next_at.isoformat(), "note": note}))
+            data=RunRetrying(attempt=attempt, attempts=attempts, error=reason, next_in_s=delay,
+                             next_attempt_at=next_at, note=note)))
         return RetryLater(delay, note)
 
     def _pipeline(self, task: Task, request: RunRequest, claim: Claim, tools: KodaTools,
@@ -385,20 +386,13 @@ class WorkerService(Service):
         self.m_runs.labels(record.task, outcome).inc()
         self.m_duration.labels(record.task).observe(record.duration_s)
         self.m_turns.labels(record.task).observe(record.turns)
-        data: dict[str, Any] = {
-            "outcome": outcome, "turns": record.turns, "cost_usd": record.cost_usd,
-            "duration_s": record.duration_s, "artifacts": record.artifacts,
-            "result": record.result[:RESULT_CHARS], "reply_to": request.reply_to,
-            "steps": [s.id for s in record.steps]}
-        if record.error:
-            data["error"] = record.error
-        if limit:
-            data["limit"] = limit
-        data["attempt"], data["attempts"] = claim.entry.attempt, attempts or claim.entry.attempts
-        if resource:
-            data["cause"], data["resource"] = "resource", cause
-        elif cause:
-            data["cause"] = cause
+        data = RunEnded(
+            outcome=outcome, turns=record.turns, cost_usd=record.cost_usd,
+            duration_s=record.duration_s, artifacts=record.artifacts,
+            result=record.result[:RESULT_CHARS], reply_to=request.reply_to,
+            steps=[s.id for s in record.steps], error=record.error or None, limit=limit or None,
+            attempt=claim.entry.attempt, attempts=attempts or claim.entry.attempts,
+            cause="resource" if resource else cause, resource=cause if resource else None)
         kind = "run.finished" if outcome == "done" else "run.failed"
         summary = f"{record.task} {outcome}" + (f": {record.error}" if record.error else "")
         await self.bus.emit(self.bus.event(kind, summary[:300], task=record.task, run_id=record.run_id,
@@ -433,7 +427,12 @@ class WorkerService(Service):
             event = Event.from_bytes(msg.data)
         except ValueError:
             return
-        run_id, by = event.run_id, str(event.data.get("requested_by") or event.service)
+        try:
+            by = CancelRequested.of(event).requested_by or event.service
+        except BadEvent as exc:
+            log.warning("%s", exc)
+            return
+        run_id = event.run_id
         if not run_id or self.in_hand.cancel(run_id, by):
             return
         try:
@@ -462,16 +461,16 @@ class WorkerService(Service):
         await self.bus.emit(self.bus.event(
             "run.failed", f"{entry.task} cancelled by {by}"[:300], severity="warning",
             task=entry.task, run_id=run_id,
-            data={"outcome": "cancelled", "error": record.error, "turns": 0, "cost_usd": 0.0,
-                  "duration_s": 0.0}))
+            data=RunEnded(outcome="cancelled", error=record.error, turns=0, cost_usd=0.0,
+                          duration_s=0.0)))
 
     async def _emit_failed(self, request: RunRequest, outcome: str, error: str,
                            cause: str | None = None) -> None:
         await self.bus.emit(self.bus.event(
             "run.failed", f"{request.task} {outcome}: {error}"[:300], severity="warning",
             task=request.task, run_id=request.run_id,
-            data={"outcome": outcome, "error": error, "reply_to": request.reply_to,
-                  "cause": cause, "attempt": 1}))
+            data=RunEnded(outcome=outcome, error=error, reply_to=request.reply_to, cause=cause,
+                          attempt=1)))
 
     async def _quiet_update(self, claim: Claim, **changes: Any) -> None:
         try:
