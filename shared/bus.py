@@ -26,7 +26,7 @@ from nats.js.api import (
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from .consumer import Delivery, Handler, WorkQueueConsumer, consumer_name, retry_delay
+from .consumer import Delivery, DurableConsumer, Handler, consumer_name, retry_delay
 from .errors import BusError, ForeignStack, Permanent
 from .events import EventData
 from .messages import Event, Message
@@ -248,15 +248,18 @@ class Bus:
         ack_wait: float = 30.0,
         max_deliver: int | None = None,
         in_flight: set[asyncio.Task[None]] | None = None,
+        durable: str | None = None,
     ) -> None:
-        """Pull from the stream's shared durable consumer until `stop` is set (see consumer.py).
+        """Pull from a durable consumer until `stop` is set (see consumer.py): a work queue's
+        shared one, or on EVENTS the reader's own `durable` (new events only at creation).
 
         At most `concurrency` handlers run at once; their tasks are added to `in_flight` so the
         service can wait for them on shutdown.
         """
-        consumer = WorkQueueConsumer(
+        consumer = DurableConsumer(
             self, stream, model, handler, filter_subject=filter_subject, concurrency=concurrency,
-            ack_wait=ack_wait, max_deliver=max_deliver or self.settings.max_deliver)
+            ack_wait=ack_wait, max_deliver=max_deliver or self.settings.max_deliver,
+            durable=durable)
         tasks = in_flight if in_flight is not None else set()
         # A NATS restart can fail the subscribe or a fetch with errors the loop does not expect
         # (a JetStream API timeout while the server recovers): start the consumer again, with a

@@ -3,7 +3,7 @@
 The gateway's consumer `gateway-events` is separate from any other service's, so every event
 reaches Discord once whatever else reads the stream. It starts at new events when first created
 (pending approvals are recovered from the approvals KV, not from history). An event that cannot
-be delivered (Discord down, bot not connected yet) is retried with a delay.
+be delivered (Discord down, bot not connected yet) is retried with a delay (shared/consumer.py).
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from datetime import datetime
 
 import nats
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from koda.shared.bus import Bus
+from koda.shared.bus import Bus, Delivery
+from koda.shared.errors import Permanent, RetryLater
 from koda.shared.events import BadEvent
 from koda.shared.messages import Event
 
@@ -36,51 +37,24 @@ def wanted(kind: str) -> bool:
 async def consume_events(bus: Bus, deliver: Callable[[Event], Awaitable[None]],
                          stop: asyncio.Event, retry_delay: float = 3.0) -> None:
     """Hand each wanted event to `deliver` until `stop`; a failure is retried later."""
-    config = ConsumerConfig(durable_name=DURABLE, ack_policy=AckPolicy.EXPLICIT, ack_wait=60,
-                            max_deliver=MAX_DELIVER, deliver_policy=DeliverPolicy.NEW,
-                            filter_subject="koda.events.>")
-    sub = await bus.js.pull_subscribe("koda.events.>", durable=DURABLE, stream="EVENTS",
-                                      config=config)
-    try:
-        while not stop.is_set():
-            try:
-                msgs = await sub.fetch(10, timeout=0.5)
-            except nats.errors.TimeoutError:
-                continue
-            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
-                await asyncio.sleep(0.5)
-                continue
-            for msg in msgs:
-                try:
-                    event = Event.from_bytes(msg.data)
-                except ValueError:
-                    await msg.term()
-                    continue
-                if not wanted(event.event):
-                    await msg.ack()
-                    continue
-                try:
-                    await deliver(event)
-                except BadEvent as exc:  # its data fits no model we know: no retry can help
-                    log.warning("skipping an event: %s", exc)
-                    await msg.term()
-                    continue
-                except Exception as exc:
-                    attempt = msg.metadata.num_delivered
-                    log.warning("could not deliver event to Discord",
-                                extra={"event": event.event, "attempt": attempt,
-                                       "error": f"{type(exc).__name__}: {exc}"})
-                    if attempt >= MAX_DELIVER:
-                        await msg.term()
-                    else:
-                        await msg.nak(delay=retry_delay)
-                    continue
-                await msg.ack()
-    finally:
+
+    async def handle(delivery: Delivery[Event]) -> RetryLater | Permanent | None:
+        event = delivery.message
+        if not wanted(event.event):
+            return None
         try:
-            await sub.unsubscribe()
-        except Exception:
-            pass
+            await deliver(event)
+        except BadEvent as exc:  # its data fits no model we know: no retry can help
+            return Permanent(str(exc))
+        except Exception as exc:
+            log.warning("could not deliver event to Discord",
+                        extra={"event": event.event, "attempt": delivery.attempt,
+                               "error": f"{type(exc).__name__}: {exc}"})
+            return RetryLater(retry_delay, f"{type(exc).__name__}: {exc}")
+        return None
+
+    await bus.consume("EVENTS", Event, handle, stop=stop, durable=DURABLE, ack_wait=60,
+                      max_deliver=MAX_DELIVER, filter_subject="koda.events.>")
 
 
 async def _read(bus: Bus, config: ConsumerConfig, limit: int,

@@ -10,16 +10,13 @@ except one caused by invalid config (`data.cause` = "config"), which never count
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Callable
 
-import nats
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
-from koda.shared.bus import Bus
+from koda.shared.bus import Bus, Delivery
 from koda.shared.controls import pause_task
 from koda.shared.events import BadEvent, RunEnded
 from koda.shared.messages import Event
@@ -39,34 +36,11 @@ class FailureCounter:
         self.kv = bus.kv["scheduler"]
 
     async def run(self, stop: asyncio.Event) -> None:
-        config = ConsumerConfig(durable_name=DURABLE, ack_policy=AckPolicy.EXPLICIT,
-                                deliver_policy=DeliverPolicy.NEW, filter_subject=SUBJECT,
-                                max_deliver=5, ack_wait=30)
-        sub = await self.bus.js.pull_subscribe(SUBJECT, durable=DURABLE, stream="EVENTS",
-                                               config=config)
-        try:
-            while not stop.is_set():
-                try:
-                    msgs = await sub.fetch(20, timeout=5)
-                except (nats.errors.TimeoutError, TimeoutError):  # a batch fetch raises the builtin
-                    continue
-                except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
-                    await asyncio.sleep(0.5)
-                    continue
-                for msg in msgs:
-                    try:
-                        await self.handle(Event.from_bytes(msg.data))
-                    except Exception:
-                        log.exception("could not count a run outcome")
-                        await msg.nak(delay=1)
-                        continue
-                    await msg.ack()
-        finally:
-            # An abandoned pull subscription holds the connection's drain for its full timeout.
-            # On a closed connection there is nothing to unsubscribe, and raising here would
-            # hide the cancellation that brought us here.
-            with contextlib.suppress(nats.errors.ConnectionClosedError):
-                await sub.unsubscribe()
+        async def handle(delivery: Delivery[Event]) -> None:
+            await self.handle(delivery.message)  # a failure is retried (shared/consumer.py)
+
+        await self.bus.consume("EVENTS", Event, handle, stop=stop, durable=DURABLE,
+                               filter_subject=SUBJECT, max_deliver=5, ack_wait=30)
 
     async def handle(self, event: Event) -> None:
         if not event.task or event.event not in RunEnded.kinds:
