@@ -14,7 +14,7 @@ import json
 import sys
 from typing import Any
 
-from koda.cli import settings_from
+from koda.cli import connect_bus, settings_from, with_bus
 from koda.term import outcome_colour, paint, quiet_pipe
 
 FOLD_LINES = 6
@@ -22,14 +22,15 @@ FOLD_LINES = 6
 
 
 async def _connect(settings: Any, timeout: float = 2.0) -> Any:
-    from koda.shared.bus import Bus
-
+    bus = await connect_bus(settings, timeout=timeout, ensure=False, quiet=True)
+    if bus is None:
+        return None
     try:
-        bus = await Bus.connect(settings, "cli", timeout=timeout, ensure=False)
         for bucket in ("runs", "approvals"):
             bus.kv[bucket] = await bus.js.key_value(bucket)
         return bus
     except Exception:
+        await bus.close()
         return None
 
 
@@ -263,25 +264,13 @@ def _block(first: str, text: str, pad: str, full: bool, folded: Any) -> list[str
 # --- koda cancel -------------------------------------------------------------------------------
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    async def go() -> int:
-        from koda.shared.bus import Bus
-        from koda.shared.errors import BusError
+    async def work(bus: Any, settings: Any) -> int:
+        from koda.shared.controls import cancel
 
-        try:
-            bus = await Bus.connect(settings_from(args), "cli", timeout=5, ensure=False)
-        except BusError as exc:
-            print(f"{exc}; is the stack up (`koda up -d`)?", file=sys.stderr)
-            return 1
-        try:
-            who = f"terminal ({getpass.getuser()})"
-            await bus.emit(bus.event("run.cancel_requested", f"{args.run}: cancel asked by {who}",
-                                     task=args.run.rsplit(".", 1)[0], run_id=args.run,
-                                     data={"requested_by": who}))
-            print(f"asked the workers to cancel {args.run}; `koda show {args.run}` shows the end")
-            return 0
-        finally:
-            await bus.close()
-    return asyncio.run(go())
+        await cancel(bus, args.run, args.run.rsplit(".", 1)[0], f"terminal ({getpass.getuser()})")
+        print(f"asked the workers to cancel {args.run}; `koda show {args.run}` shows the end")
+        return 0
+    return with_bus(args, work, ensure=False)
 
 
 def register(sub: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from koda.cli import settings_from
+from koda.cli import connect_bus, settings_from
 
 if TYPE_CHECKING:
     from koda.shared.events import RunEnded
@@ -45,15 +45,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _run(settings: Any, task: str, wait: bool, timeout: float, spec: Any = None) -> int:
-    from koda.shared.bus import Bus, permission_violation
-    from koda.shared.errors import BusError
+    from koda.shared.bus import permission_violation
     from koda.shared.events import BadEvent, RunEnded, RunRetrying
     from koda.shared.messages import Event, RunRequest, new_run_id
 
-    try:
-        bus = await Bus.connect(settings, "cli", timeout=5)
-    except BusError as exc:
-        print(f"{exc}; is the stack up (`koda up -d`)?", file=sys.stderr)
+    bus = await connect_bus(settings)
+    if bus is None:
         return 1
     try:
         now = datetime.now(UTC)
@@ -172,12 +169,10 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 async def _bus_state(settings: Any) -> dict[str, dict[str, Any]] | None:
     """Per task: paused reason, the newest run in the ledger and the last admission decision.
     None when NATS is away."""
-    from koda.shared.bus import Bus
     from koda.shared.messages import AdmissionRecord, RunLedgerEntry, TaskPause
 
-    try:
-        bus = await Bus.connect(settings, "cli", timeout=2, ensure=False)
-    except Exception:
+    bus = await connect_bus(settings, timeout=2, ensure=False, quiet=True)
+    if bus is None:
         return None
     state: dict[str, dict[str, Any]] = {}
     try:
