@@ -57,13 +57,13 @@ async def consume_events(bus: Bus, deliver: Callable[[Event], Awaitable[None]],
                       max_deliver=MAX_DELIVER, filter_subject="koda.events.>")
 
 
-async def _read(bus: Bus, config: ConsumerConfig, limit: int,
-                last: Callable[[Msg], bool]) -> list[Event]:
+async def _read(bus: Bus, config: ConsumerConfig, limit: int | None,
+                last: Callable[[Msg], bool], subject: str = "koda.events.>") -> list[Event]:
     """Events from a throwaway ordered consumer, oldest first, until `last(msg)` or `limit`."""
-    sub = await bus.js.subscribe("koda.events.>", ordered_consumer=True, config=config)
+    sub = await bus.js.subscribe(subject, ordered_consumer=True, config=config)
     out: list[Event] = []
     try:
-        while len(out) < limit:
+        while limit is None or len(out) < limit:
             try:
                 msg = await sub.next_msg(timeout=0.5)
             except nats.errors.TimeoutError:
@@ -83,6 +83,14 @@ async def events_since(bus: Bus, since: datetime, limit: int = 5000) -> list[Eve
     """Events from `since` until now."""
     config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since)
     return await _read(bus, config, limit, lambda msg: msg.metadata.num_pending == 0)
+
+
+async def latest_of(bus: Bus, kind: str, count: int = 500) -> list[Event]:
+    """The newest `count` events of one kind, newest first."""
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+    out = await _read(bus, config, None, lambda msg: msg.metadata.num_pending == 0,
+                      subject=f"koda.events.{kind}")
+    return out[::-1][:count]
 
 
 async def recent_events(bus: Bus, count: int = 100) -> list[Event]:

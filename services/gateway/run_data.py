@@ -6,18 +6,17 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-import nats.errors
-from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyNotFoundError
 
 from koda.shared.bus import Bus
 from koda.shared.events import ActionDone, BadEvent
-from koda.shared.messages import ActionRecord, ApprovalRecord, Event
+from koda.shared.messages import ActionRecord, ApprovalRecord
 from koda.shared.run_record import read_record, read_records
 from koda.shared.runs_view import RunSummary, merge
 from koda.shared.transcript import read_entries
 
 from .context import GatewayContext
+from .events import latest_of
 from .status import ledger
 
 
@@ -96,7 +95,7 @@ async def action_outcomes(bus: Bus, records: list[ApprovalRecord]) -> dict[str, 
                 out[record.id] = {"ok": done.result.ok, "output": done.result.output,
                                   "error": done.result.error}
     if any(r.id not in out for r in approved):
-        for event in await _action_events(bus):
+        for event in await latest_of(bus, "action.done"):
             try:
                 action = ActionDone.of(event)
             except BadEvent:
@@ -105,25 +104,3 @@ async def action_outcomes(bus: Bus, records: list[ApprovalRecord]) -> dict[str, 
                 out[action.approval_id] = {"ok": action.ok, "output": event.summary,
                                            "error": action.error}
     return out
-
-
-async def _action_events(bus: Bus, limit: int = 500) -> list[Event]:
-    """The newest `action.done` events, newest first."""
-    config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-    sub = await bus.js.subscribe("koda.events.action.done", ordered_consumer=True, config=config)
-    out: list[Event] = []
-    try:
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=0.3)
-            except nats.errors.TimeoutError:
-                break
-            try:
-                out.append(Event.from_bytes(msg.data))
-            except ValueError:
-                pass
-            if msg.metadata.num_pending == 0:
-                break
-    finally:
-        await sub.unsubscribe()
-    return out[::-1][:limit]
