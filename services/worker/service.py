@@ -21,7 +21,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 
 from koda.shared.bus import Delivery
-from koda.shared.errors import ConfigError, Permanent, RetryLater
+from koda.shared.errors import ConfigError, NoReply, Permanent, RetryLater
 from koda.shared.events import BadEvent, CancelRequested, RunEnded, RunRetrying, RunSkipped, RunStarted
 from koda.shared.home import LEARNINGS_CAP, HomeLayout
 from koda.shared.lastgood import LastGood
@@ -306,11 +306,11 @@ class WorkerService(Service):
         await self.ledger.check(claim)
         action = ActionRequest(name=f"script.{task.script}", idempotency_key=key, run_id=request.run_id,
                                requested_by=f"task:{task.id}")
-        reply = await tools.request_reply(f"koda.actions.script.{task.script}", action, ActionResult,
-                                          key, timeout=task.timeout_seconds)
-        if reply is None:
-            return RunOutcome("failed",
-                              error=f"no answer from the actions service in {task.timeout_seconds}s")
+        try:
+            reply = await self.bus.request(f"koda.actions.script.{task.script}", action,
+                                           ActionResult, timeout=task.timeout_seconds, msg_id=key)
+        except NoReply as exc:
+            return RunOutcome("failed", error=str(exc))
         if not reply.ok:
             return RunOutcome("failed", text=reply.output, cause=reply.cause,
                               error=reply.error or f"script exited with {reply.exit_code}")

@@ -19,12 +19,12 @@ from typing import Any
 
 from koda.shared.approvals import ApprovalStore, is_gated
 from koda.shared.bus import Bus
+from koda.shared.errors import NoReply
 from koda.shared.home import LEARNINGS_CAP, HomeLayout
 from koda.shared.messages import (
     ActionRequest,
     ActionResult,
     ApprovalRecord,
-    Message,
     RunRequest,
     ScrapeRequest,
     ScrapeResult,
@@ -153,9 +153,11 @@ class KodaTools:
         key = f"{self.run_id}:script.{name}:{_key(script_args)}"
         request = ActionRequest(name=f"script.{name}", idempotency_key=key, args=script_args,
                                 run_id=self.run_id)
-        reply = await self.request_reply(f"koda.actions.script.{name}", request, ActionResult, key)
-        if reply is None:
-            return _error(f"no answer from the actions service within {self.timeout:.0f}s")
+        try:
+            reply = await self.bus.request(f"koda.actions.script.{name}", request, ActionResult,
+                                           timeout=self.timeout, msg_id=key)
+        except NoReply as exc:
+            return _error(str(exc))
         status = "ok" if reply.ok else f"failed ({reply.error or reply.exit_code})"
         return _untrusted(f"script {name}", f"{status}\n{reply.output}", self.redact, not reply.ok)
 
@@ -166,38 +168,17 @@ class KodaTools:
         job_id = f"{self.run_id}.{_key(site, args.get('url'), args.get('selectors'))}"
         request = ScrapeRequest(site=site, job_id=job_id, url=args.get("url"),
                                 selectors=dict(args.get("selectors") or {}))
-        reply = await self.request_reply(f"koda.scrape.{site}", request, ScrapeResult, None)
-        if reply is None:
-            return _error(f"no answer from the scraper within {self.timeout:.0f}s")
+        try:
+            reply = await self.bus.request(f"koda.scrape.{site}", request, ScrapeResult,
+                                           timeout=self.timeout)
+        except NoReply as exc:
+            return _error(str(exc))
         if not reply.ok:
             return _error(self.redact(f"scrape of {site} failed: {reply.error}"))
         body = reply.text
         if reply.extracted:
             body += "\n" + json.dumps(reply.extracted, indent=1)
         return _untrusted(f"web page from {site}", body, self.redact, False)
-
-    async def request_reply(self, subject: str, request: Any, model: type[Message],
-                            msg_id: str | None, timeout: float | None = None) -> Any:
-        """Publish durably with a reply inbox and wait for the one answer (None: no answer)."""
-        nc = self.bus.nc
-        inbox = nc.new_inbox()
-        sub = await nc.subscribe(inbox, max_msgs=1)
-        try:
-            request.reply_subject = inbox
-            await self.bus.publish(subject, request, msg_id=msg_id)
-            msg = await sub.next_msg(timeout=timeout or self.timeout)
-            return model.from_bytes(msg.data)
-        except TimeoutError:
-            return None
-        except Exception as exc:  # a nats timeout type differs by version
-            if "Timeout" in type(exc).__name__:
-                return None
-            raise
-        finally:
-            try:
-                await sub.unsubscribe()
-            except Exception:
-                pass
 
     def server(self) -> Any:
         """The SDK MCP server config for `mcp_servers["koda"]` (imports the SDK)."""
