@@ -7,6 +7,8 @@ bus during an upgrade.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
@@ -57,6 +59,12 @@ def new_run_id(task: str, trigger: Trigger, at: datetime) -> str:
     """The run id of docs/contracts.md: `<task>.<mark><epoch ms>` (`<task>.<epoch ms>` for a
     fire, whose JetStream message id is `<task>:<epoch ms>`). KV-key safe, ordered by time."""
     return f"{task}.{RUN_ID_MARKS.get(trigger, '')}{round(at.timestamp() * 1000)}"
+
+
+def content_key(*parts: Any) -> str:
+    """12 hex of the sha256 of `parts` as canonical JSON: the same request, the same key (an
+    approval id, an idempotency key, a job id that a resumed step reproduces)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 class RunRequest(Message):
@@ -286,6 +294,13 @@ class SiteNeedsHuman(Message):
     reason: str
     at: datetime = Field(default_factory=utcnow)
     job_id: str | None = None
+
+
+class LeaderRecord(Message):
+    """`leader` in the `scheduler` KV: which scheduler instance leads, until when (unix s)."""
+
+    instance: str
+    expires_at: float
 
 
 class SchedulerFire(Message):

@@ -445,7 +445,8 @@ class WorkerService(Service):
         if found is None:  # queued, not yet claimed: a terminal entry makes its delivery a no-op
             entry = RunLedgerEntry(run_id=run_id, task=task or run_id.split(".")[0],
                                    status="cancelled", worker=self.instance, error=f"cancelled by {by}")
-            await self.bus.kv["runs"].create(run_id, entry.to_bytes())
+            if await self.ledger.records.write(run_id, entry, 0) is None:
+                return  # another worker got there first
         else:
             entry, revision = found
             if entry.status != "paused":  # running elsewhere (its worker acts) or already ended
