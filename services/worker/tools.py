@@ -8,26 +8,25 @@ they can be exercised without the SDK; `server()` wraps them for a session.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from koda.shared.approvals import ApprovalStore, is_gated
+from koda.shared.approvals import ApprovalStore, is_gated, new_proposal
 from koda.shared.bus import Bus
 from koda.shared.errors import NoReply
 from koda.shared.home import LEARNINGS_CAP, HomeLayout
 from koda.shared.messages import (
     ActionRequest,
     ActionResult,
-    ApprovalRecord,
     RunRequest,
     ScrapeRequest,
     ScrapeResult,
+    content_key,
     new_run_id,
 )
 from koda.shared.safe_write import UnsafePath, append_text, write_file
@@ -49,10 +48,6 @@ def _ok(text: str) -> Result:
 
 def _error(text: str) -> Result:
     return {"content": [{"type": "text", "text": text}], "is_error": True}
-
-
-def _key(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -129,12 +124,10 @@ class KodaTools:
         if not isinstance(action_args, dict):
             return _error("args must be an object")
         # The same proposal from a resumed step is the same approval, not a second one.
-        approval_id = f"{self.run_id}.{_key(action, action_args)}"
-        now = datetime.now(UTC)
-        record = ApprovalRecord(
-            id=approval_id, task=self.task.id, run_id=self.run_id, action=action, args=action_args,
-            reason=self.redact(str(args.get("reason", "")))[:1000], artifact=args.get("artifact"),
-            expires_at=now + timedelta(minutes=self.task.approval_timeout_minutes))
+        record = new_proposal(self.task.id, self.run_id, action, args=action_args,
+                              reason=self.redact(str(args.get("reason", "")))[:1000],
+                              artifact=args.get("artifact"),
+                              timeout_minutes=self.task.approval_timeout_minutes)
         stored = await ApprovalStore(self.bus).propose(record)
         if self.timeline is not None:
             self.timeline.add("approval", id=stored.id, action=action, status=stored.status,
@@ -150,7 +143,7 @@ class KodaTools:
             return _error(f"script.{name} needs approval: call propose_action with action "
                           f"'script.{name}' instead")
         script_args = args.get("args") or {}
-        key = f"{self.run_id}:script.{name}:{_key(script_args)}"
+        key = f"{self.run_id}:script.{name}:{content_key(script_args)}"
         request = ActionRequest(name=f"script.{name}", idempotency_key=key, args=script_args,
                                 run_id=self.run_id)
         try:
@@ -165,7 +158,7 @@ class KodaTools:
         site = str(args.get("site", ""))
         if not _SUBJECT_TOKEN.match(site):
             return _error("site must be a site name from sites.json")
-        job_id = f"{self.run_id}.{_key(site, args.get('url'), args.get('selectors'))}"
+        job_id = f"{self.run_id}.{content_key(site, args.get('url'), args.get('selectors'))}"
         request = ScrapeRequest(site=site, job_id=job_id, url=args.get("url"),
                                 selectors=dict(args.get("selectors") or {}))
         try:
