@@ -13,13 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from nats.js.errors import KeyNotFoundError
-
 from koda.shared.bus import Bus
 from koda.shared.configfile import read_config_text
 from koda.shared.errors import ConfigError, KodaError
 from koda.shared.events import CancelRequested, RunRequested
 from koda.shared.home import HomeLayout
+from koda.shared.kv_record import KVRecords
 from koda.shared.messages import RunRequest, TaskPause, new_run_id
 from koda.shared.task_edit import TaskEditError
 from koda.shared.task_edit import set_enabled as set_task_enabled
@@ -139,8 +138,5 @@ async def resume(bus: Bus, task: str, who: str) -> bool:
 
 
 async def paused(bus: Bus, task: str) -> TaskPause | None:
-    try:
-        entry = await bus.kv["scheduler"].get(f"pause.{task}")
-    except KeyNotFoundError:
-        return None
-    return TaskPause.from_bytes(entry.value) if entry.value else None
+    found = await KVRecords(bus.kv["scheduler"], TaskPause).get(f"pause.{task}")
+    return found.value if found else None

@@ -286,6 +286,12 @@ class ActionRecord(Message):
     result: ActionResult | None = None
 
 
+def action_key(idempotency_key: str) -> str:
+    """The `actions` KV key of an idempotency key: KV keys allow few characters (`approval:<id>`
+    has a colon), so a digest of it."""
+    return hashlib.sha256(idempotency_key.encode()).hexdigest()
+
+
 class SiteNeedsHuman(Message):
     """A site whose login failed even after a refresh: `needs_human.<site>` in the `scraper` KV.
     Jobs for it fail fast until a person deletes the key (`koda site clear <site>`)."""

@@ -9,19 +9,13 @@ public action twice is worse than asking a person to check (see docs/contracts.m
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
 from nats.js.kv import KeyValue
 
 from koda.shared.kv_record import KVRecords
-from koda.shared.messages import ActionRecord, ActionResult
-
-
-def record_key(idempotency_key: str) -> str:
-    """KV keys allow few characters (`approval:<id>` has a colon): use a digest of the key."""
-    return hashlib.sha256(idempotency_key.encode()).hexdigest()
+from koda.shared.messages import ActionRecord, ActionResult, action_key
 
 
 @dataclass(frozen=True)
@@ -42,7 +36,7 @@ class ResultStore:
         self.instance = instance
 
     async def get(self, idempotency_key: str) -> tuple[ActionRecord, int] | None:
-        found = await self.records.get(record_key(idempotency_key))
+        found = await self.records.get(action_key(idempotency_key))
         return (found.value, found.revision) if found else None
 
     async def claim(self, idempotency_key: str, name: str) -> Claim:
@@ -50,7 +44,7 @@ class ResultStore:
         record = ActionRecord(idempotency_key=idempotency_key, name=name, status="running",
                               instance=self.instance)
         for _ in range(5):
-            revision = await self.records.write(record_key(idempotency_key), record, 0)
+            revision = await self.records.write(action_key(idempotency_key), record, 0)
             if revision is not None:
                 return Claim("claimed", record, revision)
             found = await self.get(idempotency_key)
@@ -62,19 +56,19 @@ class ResultStore:
     async def finish(self, claim: Claim, result: ActionResult) -> ActionRecord:
         """Record the result under the key; a repeat of the key gets exactly this back."""
         done = claim.record.model_copy(update={"status": "done", "result": result})
-        if await self.records.write(record_key(claim.record.idempotency_key), done,
+        if await self.records.write(action_key(claim.record.idempotency_key), done,
                                     claim.revision) is None:
             # Someone declared our claim dead and wrote an outcome: theirs stands, ours is logged.
             found = await self.get(claim.record.idempotency_key)
             if found is not None and found[0].status == "done":
                 return found[0]
-            await self.kv.put(record_key(claim.record.idempotency_key), done.to_bytes())
+            await self.kv.put(action_key(claim.record.idempotency_key), done.to_bytes())
         return done
 
     async def take_over(self, claim: Claim, result: ActionResult) -> ActionRecord | None:
         """Finish a claim whose holder is gone with `result` (compare-and-set on its revision)."""
         done = claim.record.model_copy(update={"status": "done", "result": result})
-        if await self.records.write(record_key(claim.record.idempotency_key), done,
+        if await self.records.write(action_key(claim.record.idempotency_key), done,
                                     claim.revision) is None:
             return None
         return done

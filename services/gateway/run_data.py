@@ -3,14 +3,12 @@ a run's transcript and approvals, and what became of each approved action."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
-
-from nats.js.errors import KeyNotFoundError
 
 from koda.shared.bus import Bus
 from koda.shared.events import ActionDone, BadEvent
-from koda.shared.messages import ActionRecord, ApprovalRecord
+from koda.shared.kv_record import KVRecords
+from koda.shared.messages import ActionRecord, ApprovalRecord, RunLedgerEntry, action_key
 from koda.shared.run_record import read_record, read_records
 from koda.shared.runs_view import RunSummary, merge
 from koda.shared.transcript import read_entries
@@ -60,17 +58,12 @@ async def summary(ctx: GatewayContext, run_id: str) -> RunSummary | None:
     return row
 
 
-async def _ledger_entry(bus: Bus, run_id: str) -> Any:
-    from koda.shared.messages import RunLedgerEntry
-
+async def _ledger_entry(bus: Bus, run_id: str) -> RunLedgerEntry | None:
     try:
-        item = await bus.kv["runs"].get(run_id)
-    except (KeyNotFoundError, ValueError):
+        found = await KVRecords(bus.kv["runs"], RunLedgerEntry).get(run_id)
+    except ValueError:  # a key NATS refuses, or a record from another version
         return None
-    try:
-        return RunLedgerEntry.from_bytes(item.value) if item.value else None
-    except ValueError:
-        return None
+    return found.value if found else None
 
 
 def entries(ctx: GatewayContext, run_id: str) -> list[dict[str, Any]]:
@@ -86,14 +79,12 @@ async def action_outcomes(bus: Bus, records: list[ApprovalRecord]) -> dict[str, 
     for record in approved:
         key = record.idempotency_key or f"approval:{record.id}"
         try:
-            item = await bus.kv["actions"].get(hashlib.sha256(key.encode()).hexdigest())
-        except (KeyNotFoundError, ValueError, KeyError):
+            found = await KVRecords(bus.kv["actions"], ActionRecord).get(action_key(key))
+        except (ValueError, KeyError):  # a record from another version; no actions bucket
             continue
-        if item.value:
-            done = ActionRecord.from_bytes(item.value)
-            if done.result is not None:
-                out[record.id] = {"ok": done.result.ok, "output": done.result.output,
-                                  "error": done.result.error}
+        if found and found.value.result is not None:
+            result = found.value.result
+            out[record.id] = {"ok": result.ok, "output": result.output, "error": result.error}
     if any(r.id not in out for r in approved):
         for event in await latest_of(bus, "action.done"):
             try:
