@@ -140,6 +140,13 @@ class ApprovalEvent(EventData):
     note: str | None = None
 
 
+class Notify(EventData):
+    """`agent.notify`: a note the agent sends its people (the worker's notify tool)."""
+
+    kinds: ClassVar[frozenset[str]] = frozenset({"agent.notify"})
+    text: str = ""
+
+
 class JobDone(EventData):
     """What `action.done` and `scrape.done` share: the watchdog reads failed ones."""
 

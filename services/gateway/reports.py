@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
 
-from koda.shared.events import BadEvent, RunEnded
+from koda.shared.events import BadEvent, Notify, RunEnded
 from koda.shared.messages import ApprovalRecord, Event
 from koda.shared.secrets import Redactor
 
@@ -137,7 +137,7 @@ def alert_text(event: Event, redact: Redactor) -> str:
 def notify_text(event: Event, redact: Redactor) -> str:
     """A note the agent sent to its people (the worker's notify tool)."""
     where = f" (`{event.task}`)" if event.task else ""
-    return safe(f"💬 **Koda{where}:** {event.data.get('text') or event.summary}", redact)
+    return safe(f"💬 **Koda{where}:** {Notify.of(event).text or event.summary}", redact)
 
 
 def digest_text(events: Iterable[Event], pending: list[ApprovalRecord], redact: Redactor,

@@ -19,6 +19,7 @@ from typing import Any
 from koda.shared.approvals import ApprovalStore, is_gated, new_proposal
 from koda.shared.bus import Bus
 from koda.shared.errors import NoReply
+from koda.shared.events import Notify
 from koda.shared.home import LEARNINGS_CAP, HomeLayout
 from koda.shared.messages import (
     ActionRequest,
@@ -113,7 +114,7 @@ class KodaTools:
         if not text:
             return _error("text is empty")
         await self.bus.emit(self.bus.event("agent.notify", text, task=self.task.id, run_id=self.run_id,
-                                           data={"text": text}))
+                                           data=Notify(text=text)))
         return _ok("sent to the humans")
 
     async def propose_action(self, args: dict[str, Any]) -> Result:
