@@ -9,12 +9,14 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from koda.term import quiet_pipe
 
 if TYPE_CHECKING:
+    from koda.shared.bus import Bus
     from koda.shared.settings import KodaSettings
 
 
@@ -25,6 +27,38 @@ def settings_from(args: argparse.Namespace) -> KodaSettings:
     from koda.shared.settings import KodaSettings
 
     return for_cli(KodaSettings(home=Path(args.home)) if getattr(args, "home", None) else KodaSettings())
+
+
+async def connect_bus(settings: KodaSettings, *, timeout: float = 5.0, ensure: bool = True,
+                      quiet: bool = False) -> Bus | None:
+    """A command's NATS connection (as `cli`); None when NATS cannot be reached, after saying
+    so with the fix (unless `quiet`: a command that works without the bus)."""
+    from koda.shared.bus import Bus
+    from koda.shared.errors import BusError
+
+    try:
+        return await Bus.connect(settings, "cli", timeout=timeout, ensure=ensure)
+    except BusError as exc:
+        if not quiet:
+            print(f"{exc}; is the stack up (`koda up -d`)?", file=sys.stderr)
+        return None
+
+
+def with_bus(args: argparse.Namespace, work: Callable[[Bus, KodaSettings], Awaitable[int]], *,
+             ensure: bool = True) -> int:
+    """Run `work` with a connection, closed after; exit code 1 when NATS cannot be reached."""
+    import asyncio
+
+    async def go() -> int:
+        settings = settings_from(args)
+        bus = await connect_bus(settings, ensure=ensure)
+        if bus is None:
+            return 1
+        try:
+            return await work(bus, settings)
+        finally:
+            await bus.close()
+    return asyncio.run(go())
 
 
 def cmd_init(args: argparse.Namespace) -> int:

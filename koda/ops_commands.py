@@ -6,36 +6,16 @@ person does from the console, from the terminal. They go through the same code a
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import sys
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from koda.cli import settings_from
+from koda.cli import settings_from, with_bus
 from koda.term import outcome_colour, paint, quiet_pipe
 
 TERMINAL = "terminal"
 
-
-
-def _with_bus(args: argparse.Namespace, work: Callable[[Any, Any], Awaitable[int]]) -> int:
-    async def go() -> int:
-        from koda.shared.bus import Bus
-        from koda.shared.errors import BusError
-
-        settings = settings_from(args)
-        try:
-            bus = await Bus.connect(settings, "cli", timeout=5)
-        except BusError as exc:
-            print(f"{exc}; is the stack up (`koda up -d`)?", file=sys.stderr)
-            return 1
-        try:
-            return await work(bus, settings)
-        finally:
-            await bus.close()
-    return asyncio.run(go())
 
 
 def _who() -> str:
@@ -65,7 +45,7 @@ def cmd_task_state(args: argparse.Namespace) -> int:
             print(str(exc), file=sys.stderr)
             return 2
         return 0
-    return _with_bus(args, work)
+    return with_bus(args, work)
 
 
 def cmd_approvals(args: argparse.Namespace) -> int:
@@ -89,7 +69,7 @@ def cmd_approvals(args: argparse.Namespace) -> int:
                   + (f"\n         draft: {r.artifact}" if r.artifact else "")
                   + (f"\n         {r.status} by {r.decided_by}" if r.decided_by else ""))
         return 0
-    return _with_bus(args, work)
+    return with_bus(args, work)
 
 
 def cmd_decide(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ import json
 import sys
 from typing import Any
 
-from koda.cli import settings_from
+from koda.cli import connect_bus, settings_from, with_bus
 from koda.term import outcome_colour, paint, quiet_pipe
 
 FOLD_LINES = 6
@@ -22,14 +22,15 @@ FOLD_LINES = 6
 
 
 async def _connect(settings: Any, timeout: float = 2.0) -> Any:
-    from koda.shared.bus import Bus
-
+    bus = await connect_bus(settings, timeout=timeout, ensure=False, quiet=True)
+    if bus is None:
+        return None
     try:
-        bus = await Bus.connect(settings, "cli", timeout=timeout, ensure=False)
         for bucket in ("runs", "approvals"):
             bus.kv[bucket] = await bus.js.key_value(bucket)
         return bus
     except Exception:
+        await bus.close()
         return None
 
 
@@ -58,7 +59,8 @@ async def _ledger(bus: Any) -> list[Any]:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from koda.shared.home import HomeLayout
-    from koda.shared.runs_view import filtered, merge, read_records
+    from koda.shared.run_record import read_records
+    from koda.shared.runs_view import filtered, merge
 
     settings = settings_from(args)
 
@@ -121,7 +123,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 async def _show(settings: Any, run_id: str, follow: bool, as_json: bool, full: bool) -> int:
     from koda.shared.home import HomeLayout
-    from koda.shared.runs_view import LIVE, from_record, merge
+    from koda.shared.run_record import read_record
+    from koda.shared.runs_view import LIVE, RunSummary, merge
     from koda.shared.transcript import RUN_ID, read_entries
 
     if not RUN_ID.match(run_id):
@@ -130,7 +133,7 @@ async def _show(settings: Any, run_id: str, follow: bool, as_json: bool, full: b
     layout, state = HomeLayout(settings.expanded_home()), settings.expanded_state()
     bus = await _connect(settings)
     try:
-        record = _record(layout, run_id)
+        record = read_record(layout.runs, run_id)
         ledger = [e for e in await _ledger(bus) if e.run_id == run_id] if bus else []
         rows = merge({run_id: record} if record else {}, ledger)
         entries = read_entries(state, run_id)
@@ -138,7 +141,7 @@ async def _show(settings: Any, run_id: str, follow: bool, as_json: bool, full: b
             print(f"no run {run_id} (no record, no transcript"
                   + (", nothing in the ledger)" if bus else "; the bus is not reachable)"), file=sys.stderr)
             return 1
-        summary = rows[0] if rows else from_record({}, run_id)
+        summary = rows[0] if rows else RunSummary(run_id, run_id.split(".")[0], "?")
         approvals = await _approvals(bus, run_id)
         if as_json:
             print(json.dumps({"run": summary.as_json(), "approvals": approvals,
@@ -167,14 +170,6 @@ async def _show(settings: Any, run_id: str, follow: bool, as_json: bool, full: b
     finally:
         if bus is not None:
             await bus.close()
-
-
-def _record(layout: Any, run_id: str) -> dict[str, Any] | None:
-    try:
-        data = json.loads((layout.runs / f"{run_id}.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 async def _approvals(bus: Any, run_id: str) -> list[dict[str, Any]]:
@@ -269,25 +264,13 @@ def _block(first: str, text: str, pad: str, full: bool, folded: Any) -> list[str
 # --- koda cancel -------------------------------------------------------------------------------
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    async def go() -> int:
-        from koda.shared.bus import Bus
-        from koda.shared.errors import BusError
+    async def work(bus: Any, settings: Any) -> int:
+        from koda.shared.controls import cancel
 
-        try:
-            bus = await Bus.connect(settings_from(args), "cli", timeout=5, ensure=False)
-        except BusError as exc:
-            print(f"{exc}; is the stack up (`koda up -d`)?", file=sys.stderr)
-            return 1
-        try:
-            who = f"terminal ({getpass.getuser()})"
-            await bus.emit(bus.event("run.cancel_requested", f"{args.run}: cancel asked by {who}",
-                                     task=args.run.rsplit(".", 1)[0], run_id=args.run,
-                                     data={"requested_by": who}))
-            print(f"asked the workers to cancel {args.run}; `koda show {args.run}` shows the end")
-            return 0
-        finally:
-            await bus.close()
-    return asyncio.run(go())
+        await cancel(bus, args.run, args.run.rsplit(".", 1)[0], f"terminal ({getpass.getuser()})")
+        print(f"asked the workers to cancel {args.run}; `koda show {args.run}` shows the end")
+        return 0
+    return with_bus(args, work, ensure=False)
 
 
 def register(sub: Any) -> dict[str, Any]:

@@ -8,9 +8,12 @@ import getpass
 import json
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from koda.cli import settings_from
+from koda.cli import connect_bus, settings_from
+
+if TYPE_CHECKING:
+    from koda.shared.events import RunEnded
 
 
 def _load(settings: Any) -> Any:
@@ -42,14 +45,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _run(settings: Any, task: str, wait: bool, timeout: float, spec: Any = None) -> int:
-    from koda.shared.bus import Bus, permission_violation
-    from koda.shared.errors import BusError
+    from koda.shared.bus import permission_violation
+    from koda.shared.events import BadEvent, RunEnded, RunRetrying
     from koda.shared.messages import Event, RunRequest, new_run_id
 
-    try:
-        bus = await Bus.connect(settings, "cli", timeout=5)
-    except BusError as exc:
-        print(f"{exc}; is the stack up (`koda up -d`)?", file=sys.stderr)
+    bus = await connect_bus(settings)
+    if bus is None:
         return 1
     try:
         now = datetime.now(UTC)
@@ -61,7 +62,11 @@ async def _run(settings: Any, task: str, wait: bool, timeout: float, spec: Any =
             if event.run_id != run_id or finished.done():
                 return
             if event.event == "run.retrying":  # "attempt 1/3 failed: reason; next in 120 s"
-                print(f"{run_id}: {event.data.get('note') or event.summary}", flush=True)
+                try:
+                    note = RunRetrying.of(event).note
+                except BadEvent:
+                    note = ""
+                print(f"{run_id}: {note or event.summary}", flush=True)
                 return
             finished.set_result(event)
 
@@ -108,27 +113,32 @@ async def _run(settings: Any, task: str, wait: bool, timeout: float, spec: Any =
             await progress.poll()
         event = finished.result()
         await progress.poll()
-        print(_outcome_line(run_id, event.data))
-        for key in ("result", "error"):
-            if event.data.get(key):
-                print(event.data[key])
-        return 0 if event.data.get("outcome") == "done" else 1
+        try:
+            ended = RunEnded.of(event)
+        except BadEvent as exc:
+            print(f"{run_id}: {event.event}: {event.summary} (its data is unreadable: {exc})")
+            return 1
+        print(_outcome_line(run_id, ended))
+        for text in (ended.result, ended.error):
+            if text:
+                print(text)
+        return 0 if ended.done else 1
     finally:
         await bus.close()
 
 
-def _outcome_line(run_id: str, data: dict[str, Any]) -> str:
-    bits = [str(data.get("outcome", "unknown"))]
-    if data.get("turns") is not None:
-        bits.append(f"{data['turns']} turns")
-    if data.get("cost_usd") is not None:
-        bits.append(f"${float(data['cost_usd']):.4f}")
-    if data.get("duration_s") is not None:
-        bits.append(_human(float(data["duration_s"])))
-    if (data.get("attempts") or 1) > 1:
-        bits.append(f"attempt {data.get('attempt')}/{data['attempts']}")
-    if data.get("cause"):
-        bits.append(f"cause: {data['cause']}")
+def _outcome_line(run_id: str, ended: RunEnded) -> str:
+    bits = [ended.outcome]
+    if ended.turns is not None:
+        bits.append(f"{ended.turns} turns")
+    if ended.cost_usd is not None:
+        bits.append(f"${ended.cost_usd:.4f}")
+    if ended.duration_s is not None:
+        bits.append(_human(ended.duration_s))
+    if (ended.attempts or 1) > 1:
+        bits.append(f"attempt {ended.attempt}/{ended.attempts}")
+    if ended.cause:
+        bits.append(f"cause: {ended.cause}")
     return f"{run_id}: " + ", ".join(bits)
 
 
@@ -159,12 +169,10 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 async def _bus_state(settings: Any) -> dict[str, dict[str, Any]] | None:
     """Per task: paused reason, the newest run in the ledger and the last admission decision.
     None when NATS is away."""
-    from koda.shared.bus import Bus
     from koda.shared.messages import AdmissionRecord, RunLedgerEntry, TaskPause
 
-    try:
-        bus = await Bus.connect(settings, "cli", timeout=2, ensure=False)
-    except Exception:
+    bus = await connect_bus(settings, timeout=2, ensure=False, quiet=True)
+    if bus is None:
         return None
     state: dict[str, dict[str, Any]] = {}
     try:

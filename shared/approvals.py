@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
-
 from . import approval_keys
 from .bus import Bus
-from .messages import ActionRequest, ApprovalRecord
+from .events import ApprovalEvent
+from .kv_record import KVRecords
+from .messages import ActionRequest, ApprovalRecord, content_key
 from .secrets import Redactor, redactor_for_home
 
 log = logging.getLogger(__name__)
@@ -37,13 +37,14 @@ def is_gated(patterns: list[str], name: str) -> bool:
 
 def new_proposal(task: str, run_id: str, action: str, *, args: dict[str, Any] | None = None,
                  reason: str = "", artifact: str | None = None, timeout_minutes: int = 24 * 60,
-                 seq: int = 1, now: datetime | None = None) -> ApprovalRecord:
-    """A pending approval for `ApprovalStore.propose`, with the contract's id
-    `<run id>.<action>.<seq>` (a re-run step proposing again gets the same record) and its expiry
-    from the task's `approval_timeout_minutes`."""
+                 now: datetime | None = None) -> ApprovalRecord:
+    """A pending approval for `ApprovalStore.propose`, with the contract's id `<run id>.<12 hex of
+    action and args>` (a resumed step proposing the same again gets the same record) and its
+    expiry from the task's `approval_timeout_minutes`."""
     now = now or datetime.now(UTC)
+    args = args or {}
     return ApprovalRecord(
-        id=f"{run_id}.{action}.{seq}", task=task, run_id=run_id, action=action, args=args or {},
+        id=f"{run_id}.{content_key(action, args)}", task=task, run_id=run_id, action=action, args=args,
         reason=reason, artifact=artifact, created_at=now,
         expires_at=now + timedelta(minutes=timeout_minutes))
 
@@ -78,6 +79,7 @@ class ApprovalStore:
     def __init__(self, bus: Bus, redact: Redactor | None = None) -> None:
         self.bus = bus
         self.kv = bus.kv["approvals"]
+        self.records = KVRecords(self.kv, ApprovalRecord)
         self.redact = redact or redactor_for_home(bus.settings.expanded_home())
         key = bus.settings.approval_signing_key
         self._signing_key = key.get_secret_value() if key else None
@@ -93,35 +95,24 @@ class ApprovalStore:
             "idempotency_key": record.idempotency_key or f"approval:{record.id}",
             "reason": self.redact(record.reason), "args": args,
             "artifact": self.redact(record.artifact) if record.artifact else record.artifact})
-        try:
-            await self.kv.create(record.id, record.to_bytes())
-        except KeyWrongLastSequenceError:
+        if await self.records.write(record.id, record, 0) is None:
             existing = await self.get(record.id)
             assert existing is not None
             return existing[0]
         await self.bus.emit(self.bus.event(
             "approval.requested", f"{record.action} for {record.task} needs approval",
             task=record.task, run_id=record.run_id,
-            data={"approval_id": record.id, "action": record.action, "reason": record.reason,
-                  "artifact": record.artifact, "expires_at": record.expires_at}))
+            data=ApprovalEvent(approval_id=record.id, action=record.action, reason=record.reason,
+                               artifact=record.artifact, expires_at=record.expires_at)))
         return record
 
     async def get(self, approval_id: str) -> tuple[ApprovalRecord, int] | None:
-        try:
-            entry = await self.kv.get(approval_id)
-        except KeyNotFoundError:
-            return None
-        if not entry.value:
-            return None
-        return ApprovalRecord.from_bytes(entry.value), int(entry.revision or 0)
+        found = await self.records.get(approval_id)
+        return (found.value, found.revision) if found else None
 
     async def all(self) -> list[ApprovalRecord]:
-        try:
-            keys = await self.kv.keys()
-        except NoKeysError:
-            return []
         out = []
-        for key in keys:
+        for key in await self.records.keys():
             got = await self.get(key)
             if got:
                 out.append(got[0])
@@ -139,19 +130,12 @@ class ApprovalStore:
 
         Returns False when the record already names a message (another post won) or is gone.
         """
-        for _ in range(5):
-            got = await self.get(approval_id)
-            if got is None or got[0].discord_message_id is not None:
-                return False
-            record, revision = got
-            noted = record.model_copy(update={"discord_channel_id": channel_id,
-                                              "discord_message_id": message_id})
-            try:
-                await self.kv.update(approval_id, noted.to_bytes(), last=revision)
-                return True
-            except KeyWrongLastSequenceError:
-                continue
-        return False
+        def noted(record: ApprovalRecord | None) -> ApprovalRecord | None:
+            if record is None or record.discord_message_id is not None:
+                return None
+            return record.model_copy(update={"discord_channel_id": channel_id,
+                                             "discord_message_id": message_id})
+        return await self.records.change(approval_id, noted, attempts=5) is not None
 
     async def decide(self, approval_id: str, approve: bool, who: str,
                      now: datetime | None = None, note: str | None = None) -> Decision:
@@ -193,15 +177,13 @@ class ApprovalStore:
                                             "note": note, "signature": None})
         if self._signing_key is not None:
             updated.signature = approval_keys.sign(signed_fields(updated), self._signing_key)
-        try:
-            await self.kv.update(record.id, updated.to_bytes(), last=revision)
-        except KeyWrongLastSequenceError:
+        if await self.records.write(record.id, updated, revision) is None:
             return None
         await self.bus.emit(self.bus.event(
             "approval.decided", f"{record.action} for {record.task}: {status} by {who}",
             task=record.task, run_id=record.run_id,
-            data={"approval_id": record.id, "status": status, "decided_by": who,
-                  **({"note": note} if note else {})}))
+            data=ApprovalEvent(approval_id=record.id, status=status, decided_by=who,
+                               note=note or None)))
         return updated
 
     async def _dispatch(self, record: ApprovalRecord) -> ApprovalRecord:
@@ -210,18 +192,9 @@ class ApprovalStore:
                                 run_id=record.run_id, approval_id=record.id,
                                 requested_by=record.decided_by or "approver")
         await self.bus.publish(f"koda.actions.{record.action}", request, msg_id=key)
-        for _ in range(5):
-            got = await self.get(record.id)
-            if got is None:
-                break
-            current, revision = got
-            done = current.model_copy(update={"dispatched": True})
-            try:
-                await self.kv.update(record.id, done.to_bytes(), last=revision)
-                return done
-            except KeyWrongLastSequenceError:
-                continue
-        return record
+        done = await self.records.change(
+            record.id, lambda r: r.model_copy(update={"dispatched": True}) if r else None, attempts=5)
+        return done or record
 
     async def dispatch_pending(self) -> int:
         """Publish approved records whose publish was cut short (a crash mid-decision)."""
@@ -259,16 +232,14 @@ class ApprovalStore:
             window = record.expires_at - record.created_at
             if not record.reminded and now >= record.created_at + window * REMIND_AT:
                 updated = record.model_copy(update={"reminded": True})
-                try:
-                    await self.kv.update(record.id, updated.to_bytes(), last=revision)
-                except KeyWrongLastSequenceError:
+                if await self.records.write(record.id, updated, revision) is None:
                     continue
                 left = record.expires_at - now
                 await self.bus.emit(self.bus.event(
                     "approval.reminder",
                     f"{record.action} for {record.task} expires in {_minutes(left)}",
                     task=record.task, run_id=record.run_id,
-                    data={"approval_id": record.id, "expires_at": record.expires_at}))
+                    data=ApprovalEvent(approval_id=record.id, expires_at=record.expires_at)))
                 reminded.append(updated)
         return reminded, expired
 

@@ -7,9 +7,11 @@ consumer.py; `Bus.consume` is its front door.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -26,9 +28,10 @@ from nats.js.api import (
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from .consumer import Delivery, Handler, WorkQueueConsumer, consumer_name, retry_delay
-from .errors import BusError, ForeignStack, Permanent
-from .messages import Event, Message
+from .consumer import Delivery, DurableConsumer, Handler, consumer_name, retry_delay
+from .errors import BusError, ForeignStack, NoReply, Permanent
+from .events import EventData
+from .messages import ActionRequest, Event, Message, ScrapeRequest
 from .settings import KodaSettings
 from .supervised import Backoff, keep_running
 
@@ -39,6 +42,10 @@ __all__ = ["Bus", "Delivery", "Handler", "bucket_specs", "consumer_name", "retry
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
+R = TypeVar("R", ActionRequest, ScrapeRequest)
+Q = TypeVar("Q", bound=Message)
+#: Who answers a request on `koda.<queue>.…`, for the `NoReply` message.
+ANSWERERS = {"actions": "the actions service", "scrape": "the scraper"}
 MAX_MESSAGE_BYTES = 1024 * 1024
 #: Stream metadata key holding the id of the home whose stack created the stream.
 HOME_KEY = "koda_home_id"
@@ -226,8 +233,39 @@ class Bus:
         except Exception:
             log.exception("could not emit event", extra={"event": event.event})
 
-    def event(self, event: str, summary: str = "", **fields: Any) -> Event:
-        return Event(event=event, service=self.service, summary=summary, **fields)
+    async def request(self, subject: str, message: R, reply: type[Q], *, timeout: float,
+                      msg_id: str | None = None,
+                      keep_alive: Callable[[], Awaitable[None]] | None = None) -> Q:
+        """Publish `message` durably with a reply inbox (its `reply_subject`) and wait for the
+        service's one answer, as `reply`. No answer within `timeout` raises `NoReply`, which
+        names the service and the wait; `keep_alive` runs every 10 s meanwhile (a long job's
+        progress ack)."""
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox, max_msgs=1)
+        deadline = time.monotonic() + timeout
+        try:
+            await self.publish(subject, message.model_copy(update={"reply_subject": inbox}),
+                               msg_id=msg_id)
+            while (left := deadline - time.monotonic()) > 0:
+                try:  # nats-py's timeout is a TimeoutError too
+                    msg = await sub.next_msg(timeout=min(left, 10.0) if keep_alive else left)
+                except TimeoutError:
+                    if keep_alive is not None and deadline > time.monotonic():
+                        await keep_alive()
+                    continue
+                return reply.model_validate_json(msg.data)
+            queue = subject.split(".")[1] if subject.count(".") >= 2 else subject
+            raise NoReply(f"no answer from {ANSWERERS.get(queue, subject)} in {timeout:.0f}s")
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    def event(self, event: str, summary: str = "", *,
+              data: EventData | dict[str, Any] | None = None, **fields: Any) -> Event:
+        """An event from this service; `data` is the kind's model (shared/events.py) or, for
+        kinds that have none yet, a plain dict."""
+        payload = data.dump() if isinstance(data, EventData) else data or {}
+        return Event(event=event, service=self.service, summary=summary, data=payload, **fields)
 
     # --- consuming --------------------------------------------------------------------------
 
@@ -243,15 +281,18 @@ class Bus:
         ack_wait: float = 30.0,
         max_deliver: int | None = None,
         in_flight: set[asyncio.Task[None]] | None = None,
+        durable: str | None = None,
     ) -> None:
-        """Pull from the stream's shared durable consumer until `stop` is set (see consumer.py).
+        """Pull from a durable consumer until `stop` is set (see consumer.py): a work queue's
+        shared one, or on EVENTS the reader's own `durable` (new events only at creation).
 
         At most `concurrency` handlers run at once; their tasks are added to `in_flight` so the
         service can wait for them on shutdown.
         """
-        consumer = WorkQueueConsumer(
+        consumer = DurableConsumer(
             self, stream, model, handler, filter_subject=filter_subject, concurrency=concurrency,
-            ack_wait=ack_wait, max_deliver=max_deliver or self.settings.max_deliver)
+            ack_wait=ack_wait, max_deliver=max_deliver or self.settings.max_deliver,
+            durable=durable)
         tasks = in_flight if in_flight is not None else set()
         # A NATS restart can fail the subscribe or a fetch with errors the loop does not expect
         # (a JetStream API timeout while the server recovers): start the consumer again, with a

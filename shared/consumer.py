@@ -1,10 +1,13 @@
-"""Consuming a work queue: typed deliveries, retries as values, and no silent drops.
+"""Consuming a stream through a durable consumer: typed deliveries, retries as values, and no
+silent drops. Work queues (RUNS, ACTIONS, SCRAPE) share one durable per stream; a reader of the
+audit log (EVENTS) has its own, named for it, that starts at new events.
 
 A handler returns (or raises) `RetryLater` to be delivered again after a delay, or `Permanent`
 to be failed now; an exception is retried with exponential delay. A message that fails on its
 last allowed delivery, or that JetStream gives up on because no handler ever answered (a crash
 or a hang each time, reported by its max-deliveries advisory), becomes a `message.failed`
-event.
+event. On EVENTS a failure is logged instead: an event about a failing event reader would feed
+the very stream it failed on.
 
 Poison is bounded: a message that does not decode (bad JSON, a field out of its pattern such
 as a run id that is no KV key, an unknown `schema_version`) or that the handler calls
@@ -24,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import nats
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
 from .errors import Permanent, RetryLater, Superseded
@@ -75,16 +78,18 @@ def retry_delay(attempt: int, base: float = 1.0, cap: float = 60.0) -> float:
     return float(min(cap, base * 2 ** max(0, attempt - 1)))
 
 
-class WorkQueueConsumer(Generic[M]):
-    """Pulls one stream's shared durable consumer and runs a handler per message."""
+class DurableConsumer(Generic[M]):
+    """Pulls one durable consumer of a stream and runs a handler per message."""
 
     def __init__(self, bus: Bus, stream: str, model: type[M], handler: Handler[M], *,
                  filter_subject: str | None, concurrency: int, ack_wait: float,
-                 max_deliver: int) -> None:
+                 max_deliver: int, durable: str | None = None) -> None:
         self.bus, self.stream, self.model, self.handler = bus, stream, model, handler
         self.subject = filter_subject or f"koda.{stream.lower()}.>"
-        self.durable = consumer_name(stream)
+        self.durable = durable or consumer_name(stream)
         self.concurrency, self.ack_wait, self.max_deliver = concurrency, ack_wait, max_deliver
+        #: A work queue reports what it gives up on as `message.failed`; an EVENTS reader logs it.
+        self.reports = stream != "EVENTS"
 
     async def run(self, stop: asyncio.Event, in_flight: set[asyncio.Task[None]]) -> None:
         """Fetch until `stop` is set; handler tasks go in `in_flight` for a graceful stop."""
@@ -95,10 +100,12 @@ class WorkQueueConsumer(Generic[M]):
             max_deliver=self.max_deliver,
             filter_subject=self.subject,
             max_ack_pending=max(self.concurrency * 4, MAX_ACK_PENDING),
+            # An audit-log reader starts at new events when first created (not the whole log).
+            deliver_policy=DeliverPolicy.ALL if self.reports else DeliverPolicy.NEW,
         )
         sub = await self.bus.js.pull_subscribe(self.subject, durable=self.durable,
                                                stream=self.stream, config=config)
-        advisory = await self._watch_max_deliveries()
+        advisory = await self._watch_max_deliveries() if self.reports else None
         slots = asyncio.Semaphore(self.concurrency)
         try:
             while not stop.is_set():
@@ -108,7 +115,7 @@ class WorkQueueConsumer(Generic[M]):
                     break
                 try:
                     msgs = await sub.fetch(1, timeout=0.5)
-                except nats.errors.TimeoutError:
+                except (nats.errors.TimeoutError, TimeoutError):
                     slots.release()
                     continue
                 except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
@@ -120,7 +127,8 @@ class WorkQueueConsumer(Generic[M]):
                     in_flight.add(task)
                     task.add_done_callback(in_flight.discard)
         finally:
-            await _quietly(advisory.unsubscribe())
+            if advisory is not None:
+                await _quietly(advisory.unsubscribe())
             await _quietly(sub.unsubscribe())  # the connection may already be gone
 
     async def _handle(self, raw: Msg, slots: asyncio.Semaphore) -> None:
@@ -164,6 +172,10 @@ class WorkQueueConsumer(Generic[M]):
 
     async def _fail(self, subject: str, data: bytes, deliveries: int, error: str,
                     seq: int | None) -> None:
+        if not self.reports:
+            log.error("event given up", extra={"subject": subject, "consumer": self.durable,
+                                               "deliveries": deliveries, "error": error})
+            return
         failed = FailedMessage(
             stream=self.stream, subject=subject, deliveries=deliveries, error=error,
             stream_seq=seq, payload_preview=data[:500].decode("utf-8", "replace"),

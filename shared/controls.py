@@ -13,12 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from nats.js.errors import KeyNotFoundError
-
 from koda.shared.bus import Bus
 from koda.shared.configfile import read_config_text
 from koda.shared.errors import ConfigError, KodaError
+from koda.shared.events import CancelRequested, RunRequested
 from koda.shared.home import HomeLayout
+from koda.shared.kv_record import KVRecords
 from koda.shared.messages import RunRequest, TaskPause, new_run_id
 from koda.shared.task_edit import TaskEditError
 from koda.shared.task_edit import set_enabled as set_task_enabled
@@ -87,7 +87,7 @@ async def trigger(bus: Bus, home: HomeLayout, task: str, who: str, *, prompt: st
                          requested_by=who, prompt=prompt, reply_to=reply_to)
     await bus.publish(f"koda.runs.{task}", request, msg_id=run_id)
     await bus.emit(bus.event("run.requested", f"{task} queued by {who}", task=task, run_id=run_id,
-                             data={"trigger": trigger, "requested_by": who}))
+                             data=RunRequested(trigger=trigger, requested_by=who)))
     return request
 
 
@@ -95,7 +95,7 @@ async def cancel(bus: Bus, run_id: str, task: str | None, who: str) -> None:
     """Ask the workers to cancel a run (services/worker/cancel.py): the one holding it stops it;
     a run nobody holds is marked cancelled so it never starts. The request is in the audit log."""
     await bus.emit(bus.event("run.cancel_requested", f"{run_id}: cancel asked by {who}", task=task,
-                             run_id=run_id, data={"requested_by": who}))
+                             run_id=run_id, data=CancelRequested(requested_by=who)))
 
 
 async def set_enabled(bus: Bus, home: HomeLayout, task: str, enabled: bool, who: str) -> bool:
@@ -138,8 +138,5 @@ async def resume(bus: Bus, task: str, who: str) -> bool:
 
 
 async def paused(bus: Bus, task: str) -> TaskPause | None:
-    try:
-        entry = await bus.kv["scheduler"].get(f"pause.{task}")
-    except KeyNotFoundError:
-        return None
-    return TaskPause.from_bytes(entry.value) if entry.value else None
+    found = await KVRecords(bus.kv["scheduler"], TaskPause).get(f"pause.{task}")
+    return found.value if found else None

@@ -62,6 +62,10 @@ class Superseded(KodaError):
     token moved on): the message is neither acknowledged nor put back, the newer attempt owns it."""
 
 
+class NoReply(BusError):
+    """A request over the bus got no answer in time; the message names the service and wait."""
+
+
 class ForeignStack(BusError):
     """The NATS holds the streams of a Koda stack with another home."""
 

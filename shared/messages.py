@@ -7,6 +7,8 @@ bus during an upgrade.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
@@ -57,6 +59,12 @@ def new_run_id(task: str, trigger: Trigger, at: datetime) -> str:
     """The run id of docs/contracts.md: `<task>.<mark><epoch ms>` (`<task>.<epoch ms>` for a
     fire, whose JetStream message id is `<task>:<epoch ms>`). KV-key safe, ordered by time."""
     return f"{task}.{RUN_ID_MARKS.get(trigger, '')}{round(at.timestamp() * 1000)}"
+
+
+def content_key(*parts: Any) -> str:
+    """12 hex of the sha256 of `parts` as canonical JSON: the same request, the same key (an
+    approval id, an idempotency key, a job id that a resumed step reproduces)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 class RunRequest(Message):
@@ -278,6 +286,12 @@ class ActionRecord(Message):
     result: ActionResult | None = None
 
 
+def action_key(idempotency_key: str) -> str:
+    """The `actions` KV key of an idempotency key: KV keys allow few characters (`approval:<id>`
+    has a colon), so a digest of it."""
+    return hashlib.sha256(idempotency_key.encode()).hexdigest()
+
+
 class SiteNeedsHuman(Message):
     """A site whose login failed even after a refresh: `needs_human.<site>` in the `scraper` KV.
     Jobs for it fail fast until a person deletes the key (`koda site clear <site>`)."""
@@ -286,6 +300,13 @@ class SiteNeedsHuman(Message):
     reason: str
     at: datetime = Field(default_factory=utcnow)
     job_id: str | None = None
+
+
+class LeaderRecord(Message):
+    """`leader` in the `scheduler` KV: which scheduler instance leads, until when (unix s)."""
+
+    instance: str
+    expires_at: float
 
 
 class SchedulerFire(Message):

@@ -1,18 +1,16 @@
 """Runs as a person sees them, for the console's Runs page and `koda runs`: finished runs from
-their records (`data/runs/<run id>.json`) merged with live ones from the ledger (`runs` KV),
-running first, then newest. Readers tolerate fields they do not know and records that lack some.
+their records (`RunRecord`, shared/run_record.py) merged with live ones from the ledger (`runs`
+KV), running first, then newest.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from koda.shared.messages import RunLedgerEntry
-from koda.shared.transcript import RUN_ID
+from koda.shared.run_record import RunRecord
 
 LIVE = ("claimed", "running", "awaiting_approval", "paused")
 #: Outcomes by the colour a person reads them in.
@@ -65,65 +63,20 @@ def colour(outcome: str) -> str:
     return "bad" if outcome in BAD or outcome else "muted"
 
 
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _num(data: dict[str, Any], key: str, kind: type) -> Any:
-    value = data.get(key)
-    try:
-        return kind(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def from_record(data: dict[str, Any], run_id: str) -> RunSummary:
+def from_record(record: RunRecord) -> RunSummary:
     return RunSummary(
-        run_id=run_id, task=str(data.get("task") or run_id.split(".")[0]),
-        outcome=str(data.get("outcome") or data.get("status") or "?"),
-        trigger=data.get("trigger"), started_at=_time(data.get("started_at")),
-        finished_at=_time(data.get("finished_at")), duration_s=_num(data, "duration_s", float),
-        turns=_num(data, "turns", int), cost_usd=_num(data, "cost_usd", float),
-        input_tokens=_num(data, "input_tokens", int), output_tokens=_num(data, "output_tokens", int),
-        error=data.get("error"), attempt=_num(data, "attempt", int),
-        result=str(data["result"]) if data.get("result") else None,
-        max_attempts=_num(data, "attempts", int))
+        run_id=record.run_id, task=record.task, outcome=record.outcome, trigger=record.trigger,
+        started_at=record.started_at, finished_at=record.finished_at,
+        duration_s=record.duration_s, turns=record.turns, cost_usd=record.cost_usd,
+        input_tokens=record.input_tokens, output_tokens=record.output_tokens,
+        error=record.error, result=record.result or None)
 
 
-def read_records(runs_dir: Path, limit: int = 500) -> dict[str, dict[str, Any]]:
-    """The newest `limit` run records by run id (by file time, so a big folder stays quick)."""
-    if not runs_dir.is_dir():
-        return {}
-    files = []
-    for path in runs_dir.glob("*.json"):
-        run_id = path.name[:-5]
-        if RUN_ID.match(run_id):
-            try:
-                files.append((path.stat().st_mtime, run_id, path))
-            except OSError:
-                continue
-    out: dict[str, dict[str, Any]] = {}
-    for _, run_id, path in sorted(files, reverse=True)[:limit]:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict):
-            out[run_id] = data
-    return out
-
-
-def merge(records: dict[str, dict[str, Any]], ledger: list[RunLedgerEntry],
+def merge(records: dict[str, RunRecord], ledger: list[RunLedgerEntry],
           now: datetime | None = None) -> list[RunSummary]:
     """Records plus the ledger's live runs (which have no record yet): running first, newest next."""
     now = now or datetime.now(UTC)
-    rows = {run_id: from_record(data, run_id) for run_id, data in records.items()}
+    rows = {run_id: from_record(record) for run_id, record in records.items()}
     for entry in ledger:
         row = rows.get(entry.run_id)
         if entry.status in LIVE and (row is None or row.outcome in LIVE):
@@ -132,24 +85,16 @@ def merge(records: dict[str, dict[str, Any]], ledger: list[RunLedgerEntry],
                 run_id=entry.run_id, task=entry.task, outcome=entry.status, started_at=started,
                 duration_s=(now - started).total_seconds() if started else None,
                 error=entry.error, attempt=entry.attempt,
-                step=entry.step, live=True, trigger=getattr(entry, "trigger", None),
-                max_attempts=entry.attempts,
-                next_attempt_at=_when(entry.next_attempt_at))
+                step=entry.step, live=True, max_attempts=entry.attempts,
+                next_attempt_at=entry.next_attempt_at)
         elif row is not None and row.attempt is None:
             row.attempt = entry.attempt
     return sorted(rows.values(), key=lambda r: (
         not r.live, -(r.started_at or r.finished_at or now).timestamp(), r.run_id))
 
 
-def _when(value: Any) -> datetime | None:
-    return value if isinstance(value, datetime) else _time(value)
-
-
 def _started_of(entry: RunLedgerEntry) -> datetime | None:
-    """A live run's start: the ledger's own field when it has one, else the run id's epoch ms."""
-    started = getattr(entry, "started_at", None)
-    if isinstance(started, datetime):
-        return started
+    """A live run's start: the run id's epoch ms (the ledger keeps no start time)."""
     stamp = entry.run_id.rsplit(".", 1)[-1].lstrip("mcwl")
     if stamp.isdigit():
         return datetime.fromtimestamp(int(stamp) / 1000, UTC)

@@ -105,8 +105,3 @@ def load_sites(path: Path) -> SitesFile:
     if not path.exists():
         return SitesFile()
     return load_config(path, SitesFile)
-
-
-def secret_names(site: Site) -> list[str]:
-    """The `.env` entries a site's recipe uses."""
-    return list(site.login.recipe.fields.values()) if site.login.recipe else []

@@ -134,11 +134,6 @@ class Task(_Strict):
     def zone(self, default: str) -> ZoneInfo:
         return _zone(self.timezone or default)
 
-    def skills_used(self) -> list[str]:
-        names = [self.skill] if self.skill else []
-        names += [s.skill for s in self.steps or [] if s.skill]
-        return names
-
 
 class TasksFile(_Strict):
     """The whole tasks.json."""

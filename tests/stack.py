@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -127,3 +128,34 @@ class Stack:
                 return value
             time.sleep(interval)
         raise AssertionError(f"condition not met within {timeout}s")
+
+
+class Violations:
+    """Errors the NATS server sends a client asynchronously (permissions violations)."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.seen = asyncio.Event()
+
+    async def on_error(self, exc: Exception) -> None:
+        self.errors.append(str(exc))
+        if "permissions violation" in str(exc).lower():
+            self.seen.set()
+
+    async def wait(self, timeout: float = 20) -> str:
+        """The first permissions violation the server reported (fails the test if none comes)."""
+        try:
+            await asyncio.wait_for(self.seen.wait(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"no permissions violation in {timeout}s; errors: {self.errors}") from None
+        return next(e for e in self.errors if "permissions violation" in e.lower())
+
+
+async def nats_client(url: str, user: str, password: str) -> tuple[Any, Violations]:
+    """A plain nats-py client logged in as `user`, and its error collector."""
+    import nats
+
+    violations = Violations()
+    nc = await nats.connect(url, user=user, password=password, error_cb=violations.on_error,
+                            allow_reconnect=False)
+    return nc, violations

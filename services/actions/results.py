@@ -9,19 +9,13 @@ public action twice is worse than asking a person to check (see docs/contracts.m
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from koda.shared.messages import ActionRecord, ActionResult
-
-
-def record_key(idempotency_key: str) -> str:
-    """KV keys allow few characters (`approval:<id>` has a colon): use a digest of the key."""
-    return hashlib.sha256(idempotency_key.encode()).hexdigest()
+from koda.shared.kv_record import KVRecords
+from koda.shared.messages import ActionRecord, ActionResult, action_key
 
 
 @dataclass(frozen=True)
@@ -38,27 +32,21 @@ class ResultStore:
 
     def __init__(self, kv: KeyValue, instance: str) -> None:
         self.kv = kv
+        self.records = KVRecords(kv, ActionRecord)
         self.instance = instance
 
     async def get(self, idempotency_key: str) -> tuple[ActionRecord, int] | None:
-        try:
-            entry = await self.kv.get(record_key(idempotency_key))
-        except KeyNotFoundError:
-            return None
-        if not entry.value:
-            return None
-        return ActionRecord.from_bytes(entry.value), int(entry.revision or 0)
+        found = await self.records.get(action_key(idempotency_key))
+        return (found.value, found.revision) if found else None
 
     async def claim(self, idempotency_key: str, name: str) -> Claim:
         """Create the running record, or report the record someone else made first."""
         record = ActionRecord(idempotency_key=idempotency_key, name=name, status="running",
                               instance=self.instance)
         for _ in range(5):
-            try:
-                revision = await self.kv.create(record_key(idempotency_key), record.to_bytes())
-                return Claim("claimed", record, int(revision))
-            except KeyWrongLastSequenceError:
-                pass
+            revision = await self.records.write(action_key(idempotency_key), record, 0)
+            if revision is not None:
+                return Claim("claimed", record, revision)
             found = await self.get(idempotency_key)
             if found is not None:
                 existing, rev = found
@@ -68,23 +56,19 @@ class ResultStore:
     async def finish(self, claim: Claim, result: ActionResult) -> ActionRecord:
         """Record the result under the key; a repeat of the key gets exactly this back."""
         done = claim.record.model_copy(update={"status": "done", "result": result})
-        try:
-            await self.kv.update(record_key(claim.record.idempotency_key), done.to_bytes(),
-                                 last=claim.revision)
-        except KeyWrongLastSequenceError:
+        if await self.records.write(action_key(claim.record.idempotency_key), done,
+                                    claim.revision) is None:
             # Someone declared our claim dead and wrote an outcome: theirs stands, ours is logged.
             found = await self.get(claim.record.idempotency_key)
             if found is not None and found[0].status == "done":
                 return found[0]
-            await self.kv.put(record_key(claim.record.idempotency_key), done.to_bytes())
+            await self.kv.put(action_key(claim.record.idempotency_key), done.to_bytes())
         return done
 
     async def take_over(self, claim: Claim, result: ActionResult) -> ActionRecord | None:
         """Finish a claim whose holder is gone with `result` (compare-and-set on its revision)."""
         done = claim.record.model_copy(update={"status": "done", "result": result})
-        try:
-            await self.kv.update(record_key(claim.record.idempotency_key), done.to_bytes(),
-                                 last=claim.revision)
-        except KeyWrongLastSequenceError:
+        if await self.records.write(action_key(claim.record.idempotency_key), done,
+                                    claim.revision) is None:
             return None
         return done

@@ -20,7 +20,8 @@ from prometheus_client import Counter
 
 from koda.shared.approvals import ApprovalStore
 from koda.shared.bus import Delivery
-from koda.shared.errors import ConfigError, RetryLater
+from koda.shared.errors import ConfigError, NoReply, RetryLater
+from koda.shared.events import ActionDone
 from koda.shared.home import HomeLayout
 from koda.shared.messages import ActionRecord, ActionRequest, ActionResult, ScrapeRequest, ScrapeResult
 from koda.shared.scripts import ScriptSpec
@@ -144,30 +145,16 @@ class ActionsService(Service):
 
     async def _refresh(self, site: str, request: ActionRequest, delivery: Delivery[Any]) -> ScrapeResult:
         """Ask the scraper to log in to `site` again and wait for its answer."""
-        inbox = self.bus.nc.new_inbox()
-        sub = await self.bus.nc.subscribe(inbox, max_msgs=1)
         job_id = f"refresh-{uuid.uuid4().hex[:12]}"
+        log.info("auth failure: refreshing cookies",
+                 extra={"action": request.name, "site": site, "job_id": job_id})
         try:
-            await self.bus.publish(f"koda.scrape.{site}", ScrapeRequest(
-                site=site, job_id=job_id, refresh=True, reply_subject=inbox))
-            log.info("auth failure: refreshing cookies",
-                     extra={"action": request.name, "site": site, "job_id": job_id})
-            waited, limit = 0.0, self.settings.action_refresh_timeout
-            while True:
-                try:
-                    msg = await sub.next_msg(timeout=min(10.0, limit - waited))
-                    return ScrapeResult.from_bytes(msg.data)  # type: ignore[no-any-return]
-                except TimeoutError:
-                    waited += 10.0
-                    if waited >= limit:
-                        return ScrapeResult(site=site, job_id=job_id, ok=False,
-                                            error=f"no answer from the scraper in {limit:.0f}s")
-                    await delivery.progress()
-        finally:
-            try:
-                await sub.unsubscribe()
-            except Exception:
-                pass
+            return await self.bus.request(
+                f"koda.scrape.{site}", ScrapeRequest(site=site, job_id=job_id, refresh=True),
+                ScrapeResult, timeout=self.settings.action_refresh_timeout,
+                keep_alive=delivery.progress)
+        except NoReply as exc:
+            return ScrapeResult(site=site, job_id=job_id, ok=False, error=str(exc))
 
     # --- the other paths --------------------------------------------------------------------
 
@@ -235,11 +222,10 @@ class ActionsService(Service):
         await self.bus.emit(self.bus.event(
             "action.done", f"{request.name}: {outcome}",
             severity="info" if result.ok else "warning", run_id=request.run_id,
-            data={"name": request.name, "idempotency_key": request.idempotency_key,
-                  "ok": result.ok, "outcome": outcome, "exit_code": result.exit_code,
-                  "approval_id": request.approval_id, "site": site, "auth_retry": auth_retry,
-                  "needs_human": needs_human,
-                  "error": (result.error or "")[:300] or None}))
+            data=ActionDone(name=request.name, idempotency_key=request.idempotency_key,
+                            ok=result.ok, outcome=outcome, exit_code=result.exit_code,
+                            approval_id=request.approval_id, site=site, auth_retry=auth_retry,
+                            needs_human=needs_human, error=(result.error or "")[:300] or None)))
 
     async def _reply(self, request: ActionRequest, result: ActionResult) -> None:
         if request.reply_subject:

@@ -206,9 +206,9 @@ def build_app(ctx: GatewayContext, auth: ConsoleAuth, guesses: GuessLimiter | No
         if not status.RUN_ID.match(run_id):
             return html(h.page("Not found", f"<p>No run {h.t(run_id)}.</p>", every=None), 404)
         found = await run_data.summary(ctx, run_id)
-        detail = status.run_detail(ctx.home, run_id)
+        artifacts = status.run_artifacts(ctx.home, run_id)
         entries = run_data.entries(ctx, run_id)
-        if found is None and detail is None and not entries:
+        if found is None and artifacts is None and not entries:
             task = run_id.rsplit(".", 1)[0]
             parsed, _ = controls.load_tasks_or_none(ctx.home)
             if parsed is None or parsed.get(task) is None:
@@ -218,8 +218,7 @@ def build_app(ctx: GatewayContext, auth: ConsoleAuth, guesses: GuessLimiter | No
         found = found or run_data.RunSummary(run_id, run_id.split(".")[0], "unknown")
         approvals = [a for a in await ctx.desk.store.all() if a.run_id == run_id]
         outcomes = await run_data.action_outcomes(ctx.bus, approvals)
-        artifacts = detail.artifacts if detail else []
-        return html(run_pages.run_page(h, found, entries, approvals, outcomes, artifacts,
+        return html(run_pages.run_page(h, found, entries, approvals, outcomes, artifacts or [],
                                        flash(request)))
 
     @route("/runs/{run_id}/{verb}", "POST")

@@ -19,6 +19,7 @@ import yarl
 from discord import app_commands
 
 from koda.shared import controls
+from koda.shared.events import ApprovalEvent, RunEnded
 from koda.shared.messages import ApprovalRecord, Event
 
 from . import reports, status
@@ -322,20 +323,19 @@ class KodaBot(discord.Client):
     async def deliver(self, event: Event) -> None:
         """Turn one audit event into what people see on Discord."""
         kind = event.event
-        data = event.data
         store = self.ctx.desk.store
         if kind == "approval.requested":
             await self.post_pending()
         elif kind in ("approval.decided", "approval.reminder"):
-            got = await store.get(str(data.get("approval_id", "")))
+            got = await store.get(ApprovalEvent.of(event).approval_id)
             if got is not None:
                 record = got[0]
                 if kind == "approval.decided":
                     await self.show_outcome(record)
                 else:
                     await self.remind(record)
-        elif kind in ("run.finished", "run.failed"):
-            reply_to = str(data.get("reply_to") or "")
+        elif kind in RunEnded.kinds:
+            reply_to = RunEnded.of(event).reply_to or ""
             if reply_to.startswith("discord:") and reply_to[8:].isdigit():
                 await self.send(int(reply_to[8:]), reports.chat_answer(event, self.ctx.redact))
             else:

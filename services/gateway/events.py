@@ -3,7 +3,7 @@
 The gateway's consumer `gateway-events` is separate from any other service's, so every event
 reaches Discord once whatever else reads the stream. It starts at new events when first created
 (pending approvals are recovered from the approvals KV, not from history). An event that cannot
-be delivered (Discord down, bot not connected yet) is retried with a delay.
+be delivered (Discord down, bot not connected yet) is retried with a delay (shared/consumer.py).
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from datetime import datetime
 
 import nats
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from koda.shared.bus import Bus
+from koda.shared.bus import Bus, Delivery
+from koda.shared.errors import Permanent, RetryLater
+from koda.shared.events import BadEvent
 from koda.shared.messages import Event
 
 log = logging.getLogger(__name__)
@@ -35,56 +37,33 @@ def wanted(kind: str) -> bool:
 async def consume_events(bus: Bus, deliver: Callable[[Event], Awaitable[None]],
                          stop: asyncio.Event, retry_delay: float = 3.0) -> None:
     """Hand each wanted event to `deliver` until `stop`; a failure is retried later."""
-    config = ConsumerConfig(durable_name=DURABLE, ack_policy=AckPolicy.EXPLICIT, ack_wait=60,
-                            max_deliver=MAX_DELIVER, deliver_policy=DeliverPolicy.NEW,
-                            filter_subject="koda.events.>")
-    sub = await bus.js.pull_subscribe("koda.events.>", durable=DURABLE, stream="EVENTS",
-                                      config=config)
-    try:
-        while not stop.is_set():
-            try:
-                msgs = await sub.fetch(10, timeout=0.5)
-            except nats.errors.TimeoutError:
-                continue
-            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
-                await asyncio.sleep(0.5)
-                continue
-            for msg in msgs:
-                try:
-                    event = Event.from_bytes(msg.data)
-                except ValueError:
-                    await msg.term()
-                    continue
-                if not wanted(event.event):
-                    await msg.ack()
-                    continue
-                try:
-                    await deliver(event)
-                except Exception as exc:
-                    attempt = msg.metadata.num_delivered
-                    log.warning("could not deliver event to Discord",
-                                extra={"event": event.event, "attempt": attempt,
-                                       "error": f"{type(exc).__name__}: {exc}"})
-                    if attempt >= MAX_DELIVER:
-                        await msg.term()
-                    else:
-                        await msg.nak(delay=retry_delay)
-                    continue
-                await msg.ack()
-    finally:
+
+    async def handle(delivery: Delivery[Event]) -> RetryLater | Permanent | None:
+        event = delivery.message
+        if not wanted(event.event):
+            return None
         try:
-            await sub.unsubscribe()
-        except Exception:
-            pass
+            await deliver(event)
+        except BadEvent as exc:  # its data fits no model we know: no retry can help
+            return Permanent(str(exc))
+        except Exception as exc:
+            log.warning("could not deliver event to Discord",
+                        extra={"event": event.event, "attempt": delivery.attempt,
+                               "error": f"{type(exc).__name__}: {exc}"})
+            return RetryLater(retry_delay, f"{type(exc).__name__}: {exc}")
+        return None
+
+    await bus.consume("EVENTS", Event, handle, stop=stop, durable=DURABLE, ack_wait=60,
+                      max_deliver=MAX_DELIVER, filter_subject="koda.events.>")
 
 
-async def _read(bus: Bus, config: ConsumerConfig, limit: int,
-                last: Callable[[Msg], bool]) -> list[Event]:
+async def _read(bus: Bus, config: ConsumerConfig, limit: int | None,
+                last: Callable[[Msg], bool], subject: str = "koda.events.>") -> list[Event]:
     """Events from a throwaway ordered consumer, oldest first, until `last(msg)` or `limit`."""
-    sub = await bus.js.subscribe("koda.events.>", ordered_consumer=True, config=config)
+    sub = await bus.js.subscribe(subject, ordered_consumer=True, config=config)
     out: list[Event] = []
     try:
-        while len(out) < limit:
+        while limit is None or len(out) < limit:
             try:
                 msg = await sub.next_msg(timeout=0.5)
             except nats.errors.TimeoutError:
@@ -104,6 +83,14 @@ async def events_since(bus: Bus, since: datetime, limit: int = 5000) -> list[Eve
     """Events from `since` until now."""
     config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since)
     return await _read(bus, config, limit, lambda msg: msg.metadata.num_pending == 0)
+
+
+async def latest_of(bus: Bus, kind: str, count: int = 500) -> list[Event]:
+    """The newest `count` events of one kind, newest first."""
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+    out = await _read(bus, config, None, lambda msg: msg.metadata.num_pending == 0,
+                      subject=f"koda.events.{kind}")
+    return out[::-1][:count]
 
 
 async def recent_events(bus: Bus, count: int = 100) -> list[Event]:

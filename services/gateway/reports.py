@@ -8,13 +8,16 @@ contains (a cut made first could split a secret past recognition).
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
 
+from koda.shared.events import BadEvent, Notify, RunEnded
 from koda.shared.messages import ApprovalRecord, Event
 from koda.shared.secrets import Redactor
 
+log = logging.getLogger(__name__)
 LIMIT = 1900  # Discord allows 2,000 characters per message
 ICONS = {"approved": "✅", "rejected": "❌", "expired": "⌛", "pending": "⏳"}
 SEVERITY_ICONS = {"info": "📣", "warning": "⚠️", "error": "🛑", "critical": "🚨"}
@@ -93,35 +96,34 @@ def reminder_text(record: ApprovalRecord, redact: Redactor) -> str:
 
 def run_report(event: Event, redact: Redactor) -> str:
     """A `run.finished` / `run.failed` report for the reports channel."""
-    data = event.data
-    outcome = str(data.get("outcome", "failed" if event.event == "run.failed" else "done"))
-    icon = "✅" if outcome == "done" else "🛑"
-    parts = [f"{icon} **{event.task or '?'}** `{event.run_id or ''}`: {outcome}"]
+    run = RunEnded.of(event)
+    icon = "✅" if run.done else "🛑"
+    parts = [f"{icon} **{event.task or '?'}** `{event.run_id or ''}`: {run.outcome}"]
     facts = []
-    if data.get("turns") is not None:
-        facts.append(f"{data['turns']} turns")
-    if data.get("cost_usd") is not None:
-        facts.append(f"${float(data['cost_usd']):.4f}")
-    if data.get("duration_s") is not None:
-        facts.append(f"{float(data['duration_s']):.1f} s")
+    if run.turns is not None:
+        facts.append(f"{run.turns} turns")
+    if run.cost_usd is not None:
+        facts.append(f"${run.cost_usd:.4f}")
+    if run.duration_s is not None:
+        facts.append(f"{run.duration_s:.1f} s")
     if facts:
         parts[0] += " (" + ", ".join(facts) + ")"
-    if data.get("error"):
-        parts.append(f"Error: {data['error']}")
-    artifacts = data.get("artifacts") or []
-    if artifacts:
-        parts.append("Artifacts: " + ", ".join(f"`{a}`" for a in artifacts[:10]))
-    if data.get("result"):
-        parts.append(str(data["result"]))
+    if run.error:
+        parts.append(f"Error: {run.error}")
+    if run.artifacts:
+        parts.append("Artifacts: " + ", ".join(f"`{a}`" for a in run.artifacts[:10]))
+    if run.result:
+        parts.append(run.result)
     return safe("\n".join(parts), redact)
 
 
 def chat_answer(event: Event, redact: Redactor) -> str:
     """The answer of a chat run, for the thread it came from."""
-    result = event.data.get("result") or event.summary or "(no answer)"
-    if event.event == "run.failed" or event.data.get("outcome") not in (None, "done"):
-        result = f"🛑 {event.data.get('outcome', 'failed')}: {event.data.get('error') or result}"
-    return safe(str(result), redact)
+    run = RunEnded.of(event)
+    result = run.result or event.summary or "(no answer)"
+    if not run.done:
+        result = f"🛑 {run.outcome}: {run.error or result}"
+    return safe(result, redact)
 
 
 def alert_text(event: Event, redact: Redactor) -> str:
@@ -135,7 +137,7 @@ def alert_text(event: Event, redact: Redactor) -> str:
 def notify_text(event: Event, redact: Redactor) -> str:
     """A note the agent sent to its people (the worker's notify tool)."""
     where = f" (`{event.task}`)" if event.task else ""
-    return safe(f"💬 **Koda{where}:** {event.data.get('text') or event.summary}", redact)
+    return safe(f"💬 **Koda{where}:** {Notify.of(event).text or event.summary}", redact)
 
 
 def digest_text(events: Iterable[Event], pending: list[ApprovalRecord], redact: Redactor,
@@ -147,14 +149,17 @@ def digest_text(events: Iterable[Event], pending: list[ApprovalRecord], redact: 
     alerts = 0
     failed: list[str] = []
     for event in events:
-        if event.event in ("run.finished", "run.failed"):
-            outcome = str(event.data.get("outcome", "failed" if event.event == "run.failed"
-                                         else "done"))
-            outcomes[outcome] += 1
+        if event.event in RunEnded.kinds:
+            try:
+                run = RunEnded.of(event)
+            except BadEvent as exc:  # from another version: the digest goes on without it
+                log.warning("%s", exc)
+                continue
+            outcomes[run.outcome] += 1
             by_task[event.task or "?"] += 1
-            cost += float(event.data.get("cost_usd") or 0)
-            if outcome != "done":
-                failed.append(f"`{event.task}` {outcome}")
+            cost += run.cost_usd or 0.0
+            if not run.done:
+                failed.append(f"`{event.task}` {run.outcome}")
         elif event.event == "alert" or event.event.startswith("incident.opened"):
             alerts += 1
     total = sum(outcomes.values())

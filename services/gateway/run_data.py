@@ -3,20 +3,19 @@ a run's transcript and approvals, and what became of each approved action."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
-import nats.errors
-from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.errors import KeyNotFoundError
-
 from koda.shared.bus import Bus
-from koda.shared.messages import ActionRecord, ApprovalRecord, Event
-from koda.shared.runs_view import RunSummary, merge, read_records
+from koda.shared.events import ActionDone, BadEvent
+from koda.shared.kv_record import KVRecords
+from koda.shared.messages import ActionRecord, ApprovalRecord, RunLedgerEntry, action_key
+from koda.shared.run_record import read_record, read_records
+from koda.shared.runs_view import RunSummary, merge
 from koda.shared.transcript import read_entries
 
 from .context import GatewayContext
-from .status import _read_json, _record_path, ledger
+from .events import latest_of
+from .status import ledger
 
 
 async def summaries(ctx: GatewayContext) -> list[RunSummary]:
@@ -48,8 +47,7 @@ def _fill_from_transcript(ctx: GatewayContext, row: RunSummary) -> None:
 
 async def summary(ctx: GatewayContext, run_id: str) -> RunSummary | None:
     """One run: its record if it has ended, else what the ledger says while it goes."""
-    path = _record_path(ctx.home, run_id)
-    record = _read_json(path) if path else None
+    record = read_record(ctx.home.runs, run_id)
     entry = await _ledger_entry(ctx.bus, run_id)
     rows = merge({run_id: record} if record else {}, [entry] if entry else [])
     if not rows:
@@ -60,17 +58,12 @@ async def summary(ctx: GatewayContext, run_id: str) -> RunSummary | None:
     return row
 
 
-async def _ledger_entry(bus: Bus, run_id: str) -> Any:
-    from koda.shared.messages import RunLedgerEntry
-
+async def _ledger_entry(bus: Bus, run_id: str) -> RunLedgerEntry | None:
     try:
-        item = await bus.kv["runs"].get(run_id)
-    except (KeyNotFoundError, ValueError):
+        found = await KVRecords(bus.kv["runs"], RunLedgerEntry).get(run_id)
+    except ValueError:  # a key NATS refuses, or a record from another version
         return None
-    try:
-        return RunLedgerEntry.from_bytes(item.value) if item.value else None
-    except ValueError:
-        return None
+    return found.value if found else None
 
 
 def entries(ctx: GatewayContext, run_id: str) -> list[dict[str, Any]]:
@@ -86,40 +79,19 @@ async def action_outcomes(bus: Bus, records: list[ApprovalRecord]) -> dict[str, 
     for record in approved:
         key = record.idempotency_key or f"approval:{record.id}"
         try:
-            item = await bus.kv["actions"].get(hashlib.sha256(key.encode()).hexdigest())
-        except (KeyNotFoundError, ValueError, KeyError):
+            found = await KVRecords(bus.kv["actions"], ActionRecord).get(action_key(key))
+        except (ValueError, KeyError):  # a record from another version; no actions bucket
             continue
-        if item.value:
-            done = ActionRecord.from_bytes(item.value)
-            if done.result is not None:
-                out[record.id] = {"ok": done.result.ok, "output": done.result.output,
-                                  "error": done.result.error}
+        if found and found.value.result is not None:
+            result = found.value.result
+            out[record.id] = {"ok": result.ok, "output": result.output, "error": result.error}
     if any(r.id not in out for r in approved):
-        for event in await _action_events(bus):
-            approval_id = event.data.get("approval_id")
-            if approval_id and approval_id not in out:
-                out[approval_id] = {"ok": bool(event.data.get("ok")), "output": event.summary,
-                                    "error": event.data.get("error")}
+        for event in await latest_of(bus, "action.done"):
+            try:
+                action = ActionDone.of(event)
+            except BadEvent:
+                continue  # from another version: the page does without it
+            if action.approval_id and action.approval_id not in out:
+                out[action.approval_id] = {"ok": action.ok, "output": event.summary,
+                                           "error": action.error}
     return out
-
-
-async def _action_events(bus: Bus, limit: int = 500) -> list[Event]:
-    """The newest `action.done` events, newest first."""
-    config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-    sub = await bus.js.subscribe("koda.events.action.done", ordered_consumer=True, config=config)
-    out: list[Event] = []
-    try:
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=0.3)
-            except nats.errors.TimeoutError:
-                break
-            try:
-                out.append(Event.from_bytes(msg.data))
-            except ValueError:
-                pass
-            if msg.metadata.num_pending == 0:
-                break
-    finally:
-        await sub.unsubscribe()
-    return out[::-1][:limit]

@@ -138,8 +138,7 @@ class GatewayService(Service):
 
             token = self.settings.discord_token.get_secret_value()  # type: ignore[union-attr]
             loops += [self._bot_loop(token),
-                      keep_running("events", lambda: consume_events(
-                          self.bus, self._deliver, self.stopping), self.stopping),
+                      consume_events(self.bus, self._deliver, self.stopping),
                       keep_running("digest", self._digest_loop, self.stopping)]
         tasks = [asyncio.create_task(loop) for loop in loops]
         try:

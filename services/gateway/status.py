@@ -1,8 +1,7 @@
 """What the console and `/koda status` show: services, tasks, runs, read from the bus and home.
 
-Everything here only reads. Run records and logs are files the worker writes under
-`data/runs/` (a `<run id>.json` record, or a `<run id>/` folder) with artifacts under
-`data/drafts/<run id>/`; the reader tolerates either shape and any missing piece.
+Everything here only reads. Run records are the worker's `RunRecord` (shared/run_record.py),
+artifacts are files under `data/drafts/<run id>/`.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from koda.shared.cron_words import describe
 from koda.shared.health import read_heartbeats
 from koda.shared.home import HomeLayout
 from koda.shared.messages import AdmissionRecord, LimitsRecord, RunLedgerEntry, SchedulerFire
+from koda.shared.run_record import record_path
 from koda.shared.settings import SERVICES
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
@@ -209,30 +209,6 @@ def config_problems(home: HomeLayout) -> list[str]:
         return [f"the config check failed: {type(exc).__name__}: {exc}"]
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _record_path(home: HomeLayout, run_id: str) -> Path | None:
-    for candidate in (home.runs / f"{run_id}.json", home.runs / run_id / "record.json",
-                      home.runs / run_id / "run.json"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-@dataclass
-class RunDetail:
-    run_id: str
-    record: dict[str, Any] | None
-    logs: dict[str, str]
-    artifacts: list[str]
-
-
 def _inside(root: Path, path: Path) -> bool:
     try:
         path.resolve().relative_to(root.resolve())
@@ -249,45 +225,16 @@ def read_text(path: Path) -> str:
     return data.decode("utf-8", "replace")
 
 
-def run_detail(home: HomeLayout, run_id: str) -> RunDetail | None:
-    """A run's record, its logs (text files in `data/runs/<run id>/`, its daily-log lines) and
-    the names of its artifacts."""
+def run_artifacts(home: HomeLayout, run_id: str) -> list[str] | None:
+    """The names of a run's artifacts (`data/drafts/<run id>/`); None when the run left neither
+    a record nor drafts."""
     if not RUN_ID.match(run_id) or ".." in run_id:
         return None
-    record_path = _record_path(home, run_id)
-    folder = home.runs / run_id
     drafts = home.drafts / run_id
-    if record_path is None and not folder.is_dir() and not drafts.is_dir():
+    if not record_path(home.runs, run_id).is_file() and not drafts.is_dir():
         return None
-    logs = {}
-    if folder.is_dir():
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and _inside(home.runs, path) and path != record_path:
-                logs[path.relative_to(folder).as_posix()] = read_text(path)
-    for extra in (home.runs / f"{run_id}.log", home.runs / f"{run_id}.md"):
-        if extra.is_file():
-            logs[extra.name] = read_text(extra)
-    lines = daily_log_lines(home, run_id)
-    if lines:
-        logs["daily log"] = "".join(lines)
-    artifacts = ([p.relative_to(drafts).as_posix() for p in sorted(drafts.rglob("*"))
-                  if p.is_file()] if drafts.is_dir() else [])
-    return RunDetail(run_id, _read_json(record_path) if record_path else None, logs, artifacts)
-
-
-def daily_log_lines(home: HomeLayout, run_id: str, days: int = 60) -> list[str]:
-    """The lines of `data/daily-logs/*.md` (newest `days` files) that mention the run."""
-    if not home.daily_logs.is_dir():
-        return []
-    marker = f"`{run_id}`"
-    out: list[str] = []
-    for path in sorted(home.daily_logs.glob("*.md"))[-days:]:
-        try:
-            out += [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
-                    if marker in line]
-        except OSError:
-            continue
-    return out
+    return ([p.relative_to(drafts).as_posix() for p in sorted(drafts.rglob("*"))
+             if p.is_file()] if drafts.is_dir() else [])
 
 
 def draft_file(home: HomeLayout, artifact: str | None) -> Path | None:

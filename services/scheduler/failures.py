@@ -10,24 +10,21 @@ except one caused by invalid config (`data.cause` = "config"), which never count
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Callable
 
-import nats
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
-from koda.shared.bus import Bus
+from koda.shared.bus import Bus, Delivery
 from koda.shared.controls import pause_task
+from koda.shared.events import BadEvent, RunEnded
 from koda.shared.messages import Event
 from koda.shared.tasks import Task
 
 log = logging.getLogger(__name__)
 DURABLE = "scheduler-failures"
 SUBJECT = "koda.events.run.*"  # run.finished and run.failed; the others are skipped
-ENDS = frozenset({"run.finished", "run.failed"})
 
 
 class FailureCounter:
@@ -39,37 +36,19 @@ class FailureCounter:
         self.kv = bus.kv["scheduler"]
 
     async def run(self, stop: asyncio.Event) -> None:
-        config = ConsumerConfig(durable_name=DURABLE, ack_policy=AckPolicy.EXPLICIT,
-                                deliver_policy=DeliverPolicy.NEW, filter_subject=SUBJECT,
-                                max_deliver=5, ack_wait=30)
-        sub = await self.bus.js.pull_subscribe(SUBJECT, durable=DURABLE, stream="EVENTS",
-                                               config=config)
-        try:
-            while not stop.is_set():
-                try:
-                    msgs = await sub.fetch(20, timeout=5)
-                except (nats.errors.TimeoutError, TimeoutError):  # a batch fetch raises the builtin
-                    continue
-                except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
-                    await asyncio.sleep(0.5)
-                    continue
-                for msg in msgs:
-                    try:
-                        await self.handle(Event.from_bytes(msg.data))
-                    except Exception:
-                        log.exception("could not count a run outcome")
-                        await msg.nak(delay=1)
-                        continue
-                    await msg.ack()
-        finally:
-            # An abandoned pull subscription holds the connection's drain for its full timeout.
-            # On a closed connection there is nothing to unsubscribe, and raising here would
-            # hide the cancellation that brought us here.
-            with contextlib.suppress(nats.errors.ConnectionClosedError):
-                await sub.unsubscribe()
+        async def handle(delivery: Delivery[Event]) -> None:
+            await self.handle(delivery.message)  # a failure is retried (shared/consumer.py)
+
+        await self.bus.consume("EVENTS", Event, handle, stop=stop, durable=DURABLE,
+                               filter_subject=SUBJECT, max_deliver=5, ack_wait=30)
 
     async def handle(self, event: Event) -> None:
-        if not event.task or event.event not in ENDS:
+        if not event.task or event.event not in RunEnded.kinds:
+            return
+        try:
+            run = RunEnded.of(event)
+        except BadEvent as exc:  # from another version: not counted either way
+            log.warning("not counting a run end: %s", exc)
             return
         key = f"failures.{event.task}"
         for _ in range(10):  # compare-and-set: another instance may count at the same moment
@@ -78,11 +57,11 @@ class FailureCounter:
                 count, revision = json.loads(entry.value or b"0"), entry.revision
             except KeyNotFoundError:
                 count, revision = 0, 0
-            if event.data.get("outcome", "done" if event.event == "run.finished" else "failed") == "done":
+            if run.done:
                 if count:
                     await self.kv.put(key, b"0")
                 return
-            if event.data.get("cause") == "config":
+            if run.cause == "config":
                 return  # a broken tasks.json is the file's fault, not the task's: never a pause
             count += 1
             task = self.lookup(event.task)
@@ -93,12 +72,12 @@ class FailureCounter:
             except KeyWrongLastSequenceError:
                 continue
             if pause:
-                await self._pause(event, count)
+                await self._pause(event, run, count)
             return
 
-    async def _pause(self, event: Event, count: int) -> None:
+    async def _pause(self, event: Event, run: RunEnded, count: int) -> None:
         assert event.task is not None
-        reason = f"{count} consecutive failed runs (last: {event.data.get('outcome')}, {event.run_id})"
+        reason = f"{count} consecutive failed runs (last: {run.outcome}, {event.run_id})"
         log.warning("task paused", extra={"task": event.task, "reason": reason})
         await pause_task(self.bus, event.task, "scheduler", reason, data={"failures": count},
                          text=f"{event.task} paused after {reason}; resume it with `koda resume "

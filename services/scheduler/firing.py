@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Literal
 
 from koda.shared.bus import Bus
+from koda.shared.events import RunSkipped
 from koda.shared.messages import RunRequest, SchedulerFire, new_run_id
 
 from .batching import BatchPublisher
@@ -56,8 +57,8 @@ class Firer:
             await self.bus.emit(self.bus.event(
                 "run.skipped", f"{task.id}: fire at {scheduled.isoformat()} skipped, the last run "
                 f"is still going (overlap {task.overlap})", task=task.id, run_id=run_id,
-                data={"scheduled_for": scheduled.isoformat(), "reason": "overlap",
-                      "overlap": task.overlap, "trigger": trigger}))
+                data=RunSkipped(scheduled_for=scheduled, reason="overlap", overlap=task.overlap,
+                                trigger=trigger)))
         else:
             request = RunRequest(task=task.id, run_id=run_id, scheduled_for=scheduled,
                                  trigger=trigger, requested_by="scheduler")

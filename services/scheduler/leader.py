@@ -8,12 +8,13 @@ JetStream drops the second publish of a fire by its message id.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
+
+from koda.shared.kv_record import KVRecords
+from koda.shared.messages import LeaderRecord
 
 log = logging.getLogger(__name__)
 KEY = "leader"
@@ -24,6 +25,7 @@ class LeaderLock:
 
     def __init__(self, kv: KeyValue, instance: str, ttl: float) -> None:
         self.kv = kv
+        self.records = KVRecords(kv, LeaderRecord)
         self.instance = instance
         self.ttl = ttl
         self.held = False
@@ -32,29 +34,21 @@ class LeaderLock:
         #: It led, and so fired, until then; fire records may lag behind that (records.py).
         self.predecessor_alive_until: float | None = None
 
-    def _record(self) -> bytes:
-        return json.dumps({"instance": self.instance, "expires_at": time.time() + self.ttl}).encode()
-
     async def try_acquire(self) -> bool:
         """Take or renew the lock if it is free, ours, or lapsed; returns whether we hold it."""
         try:
-            try:
-                entry = await self.kv.get(KEY)
-            except KeyNotFoundError:
-                self._revision = await self.kv.create(KEY, self._record())
-                return self._set(True)
-            if entry.value is None:  # deleted: the last holder let go
-                self._revision = await self.kv.update(KEY, self._record(), last=entry.revision)
-                return self._set(True)
-            holder = json.loads(entry.value)
-            if holder.get("instance") == self.instance or holder.get("expires_at", 0) < time.time():
-                self._revision = await self.kv.update(KEY, self._record(), last=entry.revision)
-                if holder.get("instance") != self.instance and not self.held:
-                    self.predecessor_alive_until = float(holder.get("expires_at", 0)) - self.ttl
-                return self._set(True)
-            return self._set(False)
-        except (KeyWrongLastSequenceError, ValueError):
-            return self._set(False)  # someone else moved first
+            found = await self.records.get(KEY)  # None: never taken, or the last holder let go
+            holder = found.value if found else None
+            if holder and holder.instance != self.instance and holder.expires_at >= time.time():
+                return self._set(False)
+            mine = LeaderRecord(instance=self.instance, expires_at=time.time() + self.ttl)
+            revision = await self.records.write(KEY, mine, found.revision if found else 0)
+            if revision is None:
+                return self._set(False)  # someone else moved first
+            if holder and holder.instance != self.instance and not self.held:
+                self.predecessor_alive_until = holder.expires_at - self.ttl
+            self._revision = revision
+            return self._set(True)
         except Exception as exc:  # NATS away: we cannot prove we still lead, so we do not
             log.warning("leader lock unavailable: %s", exc)
             return self._set(False)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 
 from koda.shared.bus import Bus
 from koda.shared.errors import BusError
+from koda.shared.kv_record import KVRecords
 from koda.shared.messages import SiteNeedsHuman
 from koda.shared.settings import KodaSettings
 
@@ -28,21 +28,15 @@ class SiteFlags:
 
     def __init__(self, kv: KeyValue) -> None:
         self.kv = kv
+        self.records = KVRecords(kv, SiteNeedsHuman)
 
     async def get(self, site: str) -> SiteNeedsHuman | None:
-        try:
-            entry = await self.kv.get(PREFIX + site)
-        except KeyNotFoundError:
-            return None
-        return SiteNeedsHuman.from_bytes(entry.value) if entry.value else None
+        found = await self.records.get(PREFIX + site)
+        return found.value if found else None
 
     async def mark(self, flag: SiteNeedsHuman) -> bool:
         """Flag the site; True only for the call that set it, so the alert goes out once."""
-        try:
-            await self.kv.create(PREFIX + flag.site, flag.to_bytes())
-        except KeyWrongLastSequenceError:
-            return False
-        return True
+        return await self.records.write(PREFIX + flag.site, flag, 0) is not None
 
     async def clear(self, site: str) -> bool:
         """Remove the flag; True if there was one."""
@@ -52,16 +46,11 @@ class SiteFlags:
         return True
 
     async def flagged(self) -> dict[str, SiteNeedsHuman]:
-        try:
-            keys = await self.kv.keys()
-        except NoKeysError:
-            return {}
         out: dict[str, SiteNeedsHuman] = {}
-        for key in keys:
-            if key.startswith(PREFIX):
-                flag = await self.get(key.removeprefix(PREFIX))
-                if flag is not None:
-                    out[flag.site] = flag
+        for key in await self.records.keys(PREFIX):
+            flag = await self.get(key.removeprefix(PREFIX))
+            if flag is not None:
+                out[flag.site] = flag
         return out
 
 

@@ -22,6 +22,7 @@ from prometheus_client import Counter, Gauge
 
 from koda.shared.bus import Delivery
 from koda.shared.errors import ConfigError
+from koda.shared.events import ScrapeDone
 from koda.shared.home import HomeLayout
 from koda.shared.messages import ScrapeRequest, ScrapeResult, SiteNeedsHuman
 from koda.shared.secrets import read_env_file, redactor_for_home
@@ -101,11 +102,10 @@ class ScraperService(Service):
         await self.bus.emit(self.bus.event(
             "scrape.done", f"{request.site} {request.job_id}: {outcome}",
             severity="info" if result.ok else "warning",
-            data={"site": request.site, "job_id": request.job_id, "ok": result.ok,
-                  "outcome": outcome, "refresh": request.refresh, "error": result.error,
-                  "needs_human": result.needs_human,
-                  "screenshot": result.screenshot_path,
-                  "duration_s": round(time.monotonic() - started, 3)}))
+            data=ScrapeDone(site=request.site, job_id=request.job_id, ok=result.ok,
+                            outcome=outcome, refresh=request.refresh, error=result.error,
+                            needs_human=result.needs_human, screenshot=result.screenshot_path,
+                            duration_s=round(time.monotonic() - started, 3))))
 
     async def _job(self, request: ScrapeRequest) -> tuple[ScrapeResult, str]:
         def fail(error: str) -> ScrapeResult:

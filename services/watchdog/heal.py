@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from koda.shared.controls import pause_task
-from koda.shared.errors import ConfigError
+from koda.shared.errors import ConfigError, NoReply
 from koda.shared.home import HomeLayout
 from koda.shared.messages import RunRequest, ScrapeRequest, ScrapeResult, new_run_id
 from koda.shared.scripts import ScriptManifest
@@ -58,19 +58,13 @@ async def hold_tasks(bus: Bus, tasks: list[str], reason: str) -> list[str]:
 
 async def refresh_cookies(bus: Bus, site: str, timeout: float = 120.0) -> ScrapeResult:
     """Ask the scraper to log in to `site` again; returns its answer (ok or not)."""
-    inbox = bus.nc.new_inbox()
-    sub = await bus.nc.subscribe(inbox, max_msgs=1)
+    job = f"watchdog-refresh-{site}-{int(time.time() * 1000)}"
     try:
-        job = f"watchdog-refresh-{site}-{int(time.time() * 1000)}"
-        await bus.publish(f"koda.scrape.{site}",
-                          ScrapeRequest(site=site, job_id=job, refresh=True, reply_subject=inbox))
-        msg = await sub.next_msg(timeout=timeout)
-        result: ScrapeResult = ScrapeResult.from_bytes(msg.data)
-        return result
-    except TimeoutError:
-        return ScrapeResult(site=site, job_id="", ok=False, error="no answer from the scraper")
-    finally:
-        await sub.unsubscribe()
+        return await bus.request(f"koda.scrape.{site}",
+                                 ScrapeRequest(site=site, job_id=job, refresh=True), ScrapeResult,
+                                 timeout=timeout)
+    except NoReply as exc:
+        return ScrapeResult(site=site, job_id=job, ok=False, error=str(exc))
 
 
 async def queue_self_heal(bus: Bus, summary: str, evidence: dict[str, Any]) -> str:

@@ -9,13 +9,13 @@ API unreachable, a full disk) get one alert per cause per hour instead: no agent
 
 from __future__ import annotations
 
-import json
 import time
 from collections import deque
 from datetime import UTC, datetime
 
 from koda.shared.errors import ConfigError
 from koda.shared.home import HomeLayout
+from koda.shared.run_record import read_records
 from koda.shared.settings import KodaSettings
 from koda.shared.tasks import load_tasks
 
@@ -57,15 +57,8 @@ class SelfHealGate:
     def spent_today(self) -> float:
         """Today's self-heal spend, from the run records in the home."""
         today = datetime.now(UTC).date()
-        total = 0.0
-        for path in self.layout.runs.glob(f"{SELF_HEAL_TASK}.*.json"):
-            try:
-                if datetime.fromtimestamp(path.stat().st_mtime, UTC).date() != today:
-                    continue
-                total += float(json.loads(path.read_text(encoding="utf-8")).get("cost_usd") or 0)
-            except (OSError, ValueError):
-                continue
-        return total
+        return sum(r.cost_usd for r in read_records(self.layout.runs, pattern=f"{SELF_HEAL_TASK}.*")
+                   .values() if r.finished_at.astimezone(UTC).date() == today)
 
     def alert_due(self, cause: str) -> bool:
         """True for the first alert of a cause, then once an hour."""

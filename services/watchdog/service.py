@@ -15,6 +15,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
+from koda.shared.events import ActionDone, BadEvent, JobDone, RunEnded, ScrapeDone
 from koda.shared.home import HomeLayout
 from koda.shared.messages import Event, Heartbeat
 from koda.shared.service import Service
@@ -302,22 +303,26 @@ class WatchdogService(Service):
             event = Event.from_bytes(msg.data)
         except ValueError:
             return
-        data = event.data
-        if event.event in ("action.done", "scrape.done") and data.get("ok", True):
+        try:
+            ended: JobDone | RunEnded = (
+                ActionDone.of(event) if event.event == "action.done"
+                else ScrapeDone.of(event) if event.event == "scrape.done" else RunEnded.of(event))
+        except BadEvent as exc:
+            log.warning("not acting on an event: %s", exc)
             return
-        if data.get("needs_human"):
-            return  # the scraper already tried its refresh and escalated
+        if isinstance(ended, JobDone) and (ended.ok or ended.needs_human):
+            return  # done, or the scraper already tried its refresh and escalated
         if event.task == heal.SELF_HEAL_TASK:
             return  # never answer a failed self-heal run with another one
-        error = str(data.get("error") or event.summary)
-        failure, reason = classify_text(error, data.get("exit_code"))
-        cause = data.get("cause")
-        if cause in CAUSE_CLASSES:  # the worker named it: no guessing from the text
-            failure, reason = CAUSE_CLASSES[cause], str(data.get("resource") or cause)
-        elif data.get("outcome") in ("turn_cap", "refused"):
-            failure, reason = "limit", str(data.get("outcome"))  # a limit did its job
-        site = data.get("site")
-        key = f"site:{site}" if site else f"task:{event.task or data.get('name', '?')}"
+        error = ended.error or event.summary
+        action = ended if isinstance(ended, ActionDone) else None
+        failure, reason = classify_text(error, action.exit_code if action else None)
+        if isinstance(ended, RunEnded) and ended.cause in CAUSE_CLASSES:  # named: no guessing
+            failure, reason = CAUSE_CLASSES[ended.cause], ended.resource or ended.cause
+        elif isinstance(ended, RunEnded) and ended.outcome in ("turn_cap", "refused"):
+            failure, reason = "limit", ended.outcome  # a limit did its job
+        site = ended.site if isinstance(ended, JobDone) else None
+        key = f"site:{site}" if site else f"task:{event.task or (action.name if action else '?')}"
         if key in self.incidents:
             return
         incident = Incident(key=key, detected_at=time.monotonic(), failed_at=event.at.timestamp(),

@@ -7,7 +7,6 @@ the worker as runs finish.
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -15,6 +14,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from koda.shared import cron
+from koda.shared.run_record import read_records
 from koda.shared.tasks import TasksFile
 
 RECENT = 5
@@ -40,16 +40,8 @@ class RecentCosts:
     @classmethod
     def from_records(cls, runs_dir: Path) -> RecentCosts:
         out = cls()
-        try:
-            files = sorted(runs_dir.glob("*.json"), key=lambda p: p.stat().st_mtime)[-SCAN_LIMIT:]
-        except OSError:
-            return out
-        for path in files:
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-                out.add(str(data["task"]), float(data.get("cost_usd") or 0.0))
-            except (OSError, ValueError, KeyError, TypeError):
-                continue  # a record being written or not ours: the forecast does without it
+        for record in reversed(read_records(runs_dir, SCAN_LIMIT).values()):  # oldest first
+            out.add(record.task, record.cost_usd)
         return out
 
 

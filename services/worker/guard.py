@@ -30,8 +30,14 @@ FILE_TOOLS = {"Read", "Write", "Edit", "MultiEdit", "NotebookEdit", "Glob", "Gre
 WRITE_TOOLS = {"Write", "Edit", "MultiEdit", "NotebookEdit"}
 #: Home paths the agent may read but never change: a prompt-injected agent that could edit a
 #: script or a login recipe could route a secret past every other guard.
-READ_ONLY = ("scripts", "sites.json", "mcp-servers.json", "soul.md", "tasks.json", "skills",
-             ".koda-init.json", "node_modules", "package.json")
+#: Node resolves a script's require() up from scripts/ into the home: a module the agent wrote
+#: there would run with the script's secrets.
+READ_ONLY_DIRS = ("scripts", "skills", "node_modules")
+READ_ONLY = (*READ_ONLY_DIRS, "sites.json", "mcp-servers.json", "soul.md", "tasks.json",
+             ".koda-init.json", "package.json")
+#: Home paths (as permission-rule patterns) the agent may neither read nor change: the
+#: credentials and the cookie jars; `protected` below is the same test for one path.
+SECRETS = (".env", ".env.*", "data/cookies", "data/cookies/**")
 PATH_KEYS = ("file_path", "path", "notebook_path")
 #: Names a shell command may not mention: credentials and other processes' environments.
 _BASH_FORBIDDEN = re.compile(r"\.env\b|cookies|/proc/[^ ]*environ|\.claude|\.credentials")

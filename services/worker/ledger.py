@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from koda.shared.errors import Superseded
+from koda.shared.kv_record import KVRecords
 from koda.shared.messages import RUN_TERMINAL, RunLedgerEntry, utcnow
 
 
@@ -41,16 +41,12 @@ class Ledger:
 
     def __init__(self, kv: KeyValue, worker: str) -> None:
         self.kv = kv
+        self.records = KVRecords(kv, RunLedgerEntry)
         self.worker = worker
 
     async def get(self, run_id: str) -> tuple[RunLedgerEntry, int] | None:
-        try:
-            item = await self.kv.get(run_id)
-        except KeyNotFoundError:
-            return None
-        if not item.value:
-            return None
-        return RunLedgerEntry.from_bytes(item.value), int(item.revision or 0)
+        found = await self.records.get(run_id)
+        return (found.value, found.revision) if found else None
 
     async def claim(self, run_id: str, task: str) -> Claim | None:
         """Take the run; None if it already reached a terminal status (a duplicate delivery)."""
@@ -59,11 +55,10 @@ class Ledger:
             if found is None:
                 entry = RunLedgerEntry(run_id=run_id, task=task, status="running", worker=self.worker,
                                        fence=1)
-                try:
-                    revision = await self.kv.create(run_id, entry.to_bytes())
-                except KeyWrongLastSequenceError:
+                created = await self.records.write(run_id, entry, 0)
+                if created is None:
                     continue
-                return Claim(entry, int(revision), resumed=False)
+                return Claim(entry, created, resumed=False)
             current, revision = found
             if current.status in RUN_TERMINAL:
                 return None
@@ -72,20 +67,19 @@ class Ledger:
             entry = current.model_copy(update={"status": "running", "worker": self.worker,
                                                "claims": crashes, "fence": current.fence + 1,
                                                "updated_at": utcnow()})
-            try:
-                new_revision = await self.kv.update(run_id, entry.to_bytes(), last=revision)
-            except KeyWrongLastSequenceError:
+            new_revision = await self.records.write(run_id, entry, revision)
+            if new_revision is None:
                 continue
-            return Claim(entry, int(new_revision), resumed=True)
+            return Claim(entry, new_revision, resumed=True)
         raise LedgerConflict(run_id)
 
     async def update(self, claim: Claim, **changes: Any) -> RunLedgerEntry:
         """Change our entry; raises LedgerConflict if another worker took the run meanwhile."""
         entry = claim.entry.model_copy(update={**changes, "updated_at": utcnow()})
-        try:
-            claim.revision = int(await self.kv.update(entry.run_id, entry.to_bytes(), last=claim.revision))
-        except KeyWrongLastSequenceError as exc:
-            raise LedgerConflict(entry.run_id) from exc
+        revision = await self.records.write(entry.run_id, entry, claim.revision)
+        if revision is None:
+            raise LedgerConflict(entry.run_id)
+        claim.revision = revision
         claim.entry = entry
         return entry
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from koda.shared.kv_record import KVRecords
 from koda.shared.messages import LimitsRecord, RateWindow
 from koda.shared.settings import KodaSettings
 
@@ -39,28 +39,17 @@ class Limits:
 
     def __init__(self, kv: KeyValue, settings: KodaSettings) -> None:
         self.kv = kv
+        self.records = KVRecords(kv, LimitsRecord)
         self.settings = settings
         self.local_pause_until = 0.0  # unix time
         self.last = LimitsRecord()  # the record as last read or written (for the gauges)
 
     async def read(self) -> tuple[LimitsRecord, int]:
-        try:
-            item = await self.kv.get(KEY)
-        except KeyNotFoundError:
-            return LimitsRecord(), 0
-        if not item.value:
-            return LimitsRecord(), int(item.revision or 0)
-        return LimitsRecord.from_bytes(item.value), int(item.revision or 0)
+        found = await self.records.get(KEY)
+        return (found.value, found.revision) if found else (LimitsRecord(), 0)
 
     async def _write(self, record: LimitsRecord, revision: int) -> bool:
-        try:
-            if revision:
-                await self.kv.update(KEY, record.to_bytes(), last=revision)
-            else:
-                await self.kv.create(KEY, record.to_bytes())
-        except KeyWrongLastSequenceError:
-            return False
-        return True
+        return await self.records.write(KEY, record, revision) is not None
 
     def paused_for(self, record: LimitsRecord | None = None, now: float | None = None) -> float:
         """Seconds left of the rate-limit pause (0 if none)."""

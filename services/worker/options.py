@@ -25,7 +25,7 @@ from koda.shared.secrets import read_env_file
 from koda.shared.settings import KodaSettings
 
 from .cli_process import launcher
-from .guard import check_network, check_tool
+from .guard import READ_ONLY, READ_ONLY_DIRS, SECRETS, check_network, check_tool
 
 log = logging.getLogger(__name__)
 
@@ -148,16 +148,10 @@ def deny_rules(home: Path) -> list[str]:
     """Claude Code permission rules: credentials unreadable; identity, tasks, scripts, login
     recipes, MCP servers and skills not editable."""
     root = f"/{home}"  # `//abs/path` is an absolute path in a permission rule
-    return [f"Read({root}/.env)", f"Read({root}/.env.*)", f"Read({root}/data/cookies)",
-            f"Read({root}/data/cookies/**)", f"Edit({root}/.env)", f"Edit({root}/.env.*)",
-            f"Edit({root}/data/cookies/**)", f"Edit({root}/soul.md)", f"Edit({root}/tasks.json)",
-            # Code and recipes that handle credentials: with the Bash sandbox on, these rules
-            # also stop shell writes (`echo > scripts/x.py`).
-            f"Edit({root}/scripts/**)", f"Edit({root}/sites.json)", f"Edit({root}/mcp-servers.json)",
-            f"Edit({root}/skills/**)",
-            # Node resolves a script's require() up from scripts/ into the home: a module the
-            # agent wrote there would run with the script's secrets.
-            f"Edit({root}/node_modules/**)", f"Edit({root}/package.json)"]
+    secret = [f"{root}/{name}" for name in SECRETS]
+    # With the Bash sandbox on, the Edit rules also stop shell writes (`echo > scripts/x.py`).
+    fixed = [f"{root}/{name}/**" if name in READ_ONLY_DIRS else f"{root}/{name}" for name in READ_ONLY]
+    return [*(f"Read({p})" for p in secret), *(f"Edit({p})" for p in [*secret, *fixed])]
 
 
 #: Top-level folders that hold the system itself (programs, libraries, configuration, devices).

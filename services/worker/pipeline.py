@@ -15,13 +15,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from koda.shared.messages import RunRequest
+from koda.shared.run_record import StepRecord
 from koda.shared.safe_write import UnsafePath, write_file
 from koda.shared.tasks import Task
 
 from .ledger import Claim, Ledger
 from .options import SessionSpec
 from .prompt import CONTINUE_PROMPT, user_prompt
-from .records import StepRecord
 from .session import SessionResult
 
 #: Runs a session: (prompt, spec, seconds left) -> result. The service supplies it.

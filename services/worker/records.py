@@ -6,52 +6,16 @@ so a run finished again after a crash between the two still appears exactly once
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import BaseModel, Field
-
 from koda.shared.home import HomeLayout
+from koda.shared.run_record import RunRecord, record_path
 from koda.shared.safe_write import append_text, read_bytes, write_file
-
-
-class StepRecord(BaseModel):
-    id: str
-    outcome: str
-    turns: int = 0
-    cost_usd: float = 0.0
-    continuations: int = 0
-    artifact: str | None = None
-
-
-class RunRecord(BaseModel):
-    """One run, as `data/runs/<run id>.json`."""
-
-    run_id: str
-    task: str
-    trigger: str
-    outcome: str
-    started_at: datetime
-    finished_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    duration_s: float = 0.0
-    turns: int = 0
-    cost_usd: float = 0.0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    artifacts: list[str] = Field(default_factory=list)
-    steps: list[StepRecord] = Field(default_factory=list)
-    result: str = ""
-    error: str | None = None
-    deliveries: int = 1
-
-
-def record_path(layout: HomeLayout, run_id: str) -> Path:
-    return layout.runs / f"{run_id}.json"
 
 
 def write_record(layout: HomeLayout, record: RunRecord) -> Path:
     """Write the run record atomically (a reader never sees half a file)."""
-    rel = record_path(layout, record.run_id).relative_to(layout.root).as_posix()
+    rel = record_path(layout.runs, record.run_id).relative_to(layout.root).as_posix()
     return write_file(layout.root, rel, record.model_dump_json(indent=1))
 
 

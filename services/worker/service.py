@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Counter, Gauge, Histogram
 
 from koda.shared.bus import Delivery
-from koda.shared.errors import ConfigError, Permanent, RetryLater
+from koda.shared.errors import ConfigError, NoReply, Permanent, RetryLater
+from koda.shared.events import BadEvent, CancelRequested, RunEnded, RunRetrying, RunSkipped, RunStarted
 from koda.shared.home import LEARNINGS_CAP, HomeLayout
 from koda.shared.lastgood import LastGood
 from koda.shared.messages import ActionRequest, ActionResult, Event, RunLedgerEntry, RunRequest
+from koda.shared.run_record import RunRecord
 from koda.shared.service import Service
 from koda.shared.tasks import Task, parse_tasks
 from koda.shared.transcript import prune
@@ -40,7 +42,7 @@ from .options import SessionSpec, build_options, config_dir, sandbox_problem, sa
 from .pipeline import Pipeline, RunOutcome
 from .prompt import learnings_section, read_learnings, system_prompt
 from .quota import Quota
-from .records import RunRecord, append_daily_log, write_record
+from .records import append_daily_log, write_record
 from .resources import CAUSES as RESOURCE_CAUSE_BY_ERRNO
 from .resources import AlertGate, exhaustion
 from .session import SessionResult, run_session
@@ -166,8 +168,8 @@ class WorkerService(Service):
         if admission is not None and admission.decision == "skip":
             await self.bus.emit(self.bus.event(
                 "run.skipped", f"{task.id} skipped: {admission.reason}"[:300], task=task.id,
-                run_id=request.run_id, data={"scheduled_for": request.scheduled_for.isoformat(),
-                                             "reason": admission.reason, "trigger": request.trigger}))
+                run_id=request.run_id, data=RunSkipped(scheduled_for=request.scheduled_for,
+                                                       reason=admission.reason, trigger=request.trigger)))
             return None
         if admission is not None and admission.wait_until is not None:
             return RetryLater(max(0.0, admission.wait_until - time.time()) + self._jitter(),
@@ -204,8 +206,8 @@ class WorkerService(Service):
                                       error=f"cut short {claim.entry.claims} times (a crash each time?)")
         await self.bus.emit(self.bus.event(
             "run.started", f"{task.id} started", task=task.id, run_id=request.run_id,
-            data={"trigger": request.trigger, "step": claim.entry.step, "resumed": claim.resumed,
-                  "steps_done": claim.entry.steps_done}))
+            data=RunStarted(trigger=request.trigger, step=claim.entry.step, resumed=claim.resumed,
+                            steps_done=claim.entry.steps_done)))
         from .timeline import Timeline
         timeline = Timeline(self.settings.expanded_state(), request.run_id, self.redact)
         timeline.add("start", task=task.id, trigger=request.trigger, attempt=claim.entry.attempt,
@@ -276,8 +278,8 @@ class WorkerService(Service):
                                  attempts=attempts, next_attempt_at=next_at)
         await self.bus.emit(self.bus.event(
             "run.retrying", note[:300], severity="warning", task=task.id, run_id=claim.entry.run_id,
-            data={"attempt": attempt, "attempts": attempts, "error": reason, "next_in_s": delay,
-                  "next_attempt_at": next_at.isoformat(), "note": note}))
+            data=RunRetrying(attempt=attempt, attempts=attempts, error=reason, next_in_s=delay,
+                             next_attempt_at=next_at, note=note)))
         return RetryLater(delay, note)
 
     def _pipeline(self, task: Task, request: RunRequest, claim: Claim, tools: KodaTools,
@@ -310,11 +312,11 @@ class WorkerService(Service):
         await self.ledger.check(claim)
         action = ActionRequest(name=f"script.{task.script}", idempotency_key=key, run_id=request.run_id,
                                requested_by=f"task:{task.id}")
-        reply = await tools.request_reply(f"koda.actions.script.{task.script}", action, ActionResult,
-                                          key, timeout=task.timeout_seconds)
-        if reply is None:
-            return RunOutcome("failed",
-                              error=f"no answer from the actions service in {task.timeout_seconds}s")
+        try:
+            reply = await self.bus.request(f"koda.actions.script.{task.script}", action,
+                                           ActionResult, timeout=task.timeout_seconds, msg_id=key)
+        except NoReply as exc:
+            return RunOutcome("failed", error=str(exc))
         if not reply.ok:
             return RunOutcome("failed", text=reply.output, cause=reply.cause,
                               error=reply.error or f"script exited with {reply.exit_code}")
@@ -390,20 +392,13 @@ class WorkerService(Service):
         self.m_runs.labels(record.task, outcome).inc()
         self.m_duration.labels(record.task).observe(record.duration_s)
         self.m_turns.labels(record.task).observe(record.turns)
-        data: dict[str, Any] = {
-            "outcome": outcome, "turns": record.turns, "cost_usd": record.cost_usd,
-            "duration_s": record.duration_s, "artifacts": record.artifacts,
-            "result": record.result[:RESULT_CHARS], "reply_to": request.reply_to,
-            "steps": [s.id for s in record.steps]}
-        if record.error:
-            data["error"] = record.error
-        if limit:
-            data["limit"] = limit
-        data["attempt"], data["attempts"] = claim.entry.attempt, attempts or claim.entry.attempts
-        if resource:
-            data["cause"], data["resource"] = "resource", cause
-        elif cause:
-            data["cause"] = cause
+        data = RunEnded(
+            outcome=outcome, turns=record.turns, cost_usd=record.cost_usd,
+            duration_s=record.duration_s, artifacts=record.artifacts,
+            result=record.result[:RESULT_CHARS], reply_to=request.reply_to,
+            steps=[s.id for s in record.steps], error=record.error or None, limit=limit or None,
+            attempt=claim.entry.attempt, attempts=attempts or claim.entry.attempts,
+            cause="resource" if resource else cause, resource=cause if resource else None)
         kind = "run.finished" if outcome == "done" else "run.failed"
         summary = f"{record.task} {outcome}" + (f": {record.error}" if record.error else "")
         await self.bus.emit(self.bus.event(kind, summary[:300], task=record.task, run_id=record.run_id,
@@ -438,7 +433,12 @@ class WorkerService(Service):
             event = Event.from_bytes(msg.data)
         except ValueError:
             return
-        run_id, by = event.run_id, str(event.data.get("requested_by") or event.service)
+        try:
+            by = CancelRequested.of(event).requested_by or event.service
+        except BadEvent as exc:
+            log.warning("%s", exc)
+            return
+        run_id = event.run_id
         if not run_id or self.in_hand.cancel(run_id, by):
             return
         try:
@@ -451,7 +451,8 @@ class WorkerService(Service):
         if found is None:  # queued, not yet claimed: a terminal entry makes its delivery a no-op
             entry = RunLedgerEntry(run_id=run_id, task=task or run_id.split(".")[0],
                                    status="cancelled", worker=self.instance, error=f"cancelled by {by}")
-            await self.bus.kv["runs"].create(run_id, entry.to_bytes())
+            if await self.ledger.records.write(run_id, entry, 0) is None:
+                return  # another worker got there first
         else:
             entry, revision = found
             if entry.status != "paused":  # running elsewhere (its worker acts) or already ended
@@ -468,16 +469,16 @@ class WorkerService(Service):
         await self.bus.emit(self.bus.event(
             "run.failed", f"{entry.task} cancelled by {by}"[:300], severity="warning",
             task=entry.task, run_id=run_id,
-            data={"outcome": "cancelled", "error": record.error, "turns": 0, "cost_usd": 0.0,
-                  "duration_s": 0.0}))
+            data=RunEnded(outcome="cancelled", error=record.error, turns=0, cost_usd=0.0,
+                          duration_s=0.0)))
 
     async def _emit_failed(self, request: RunRequest, outcome: str, error: str,
                            cause: str | None = None) -> None:
         await self.bus.emit(self.bus.event(
             "run.failed", f"{request.task} {outcome}: {error}"[:300], severity="warning",
             task=request.task, run_id=request.run_id,
-            data={"outcome": outcome, "error": error, "reply_to": request.reply_to,
-                  "cause": cause, "attempt": 1}))
+            data=RunEnded(outcome=outcome, error=error, reply_to=request.reply_to, cause=cause,
+                          attempt=1)))
 
     async def _quiet_update(self, claim: Claim, **changes: Any) -> None:
         try:

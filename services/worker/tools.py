@@ -8,26 +8,26 @@ they can be exercised without the SDK; `server()` wraps them for a session.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from koda.shared.approvals import ApprovalStore, is_gated
+from koda.shared.approvals import ApprovalStore, is_gated, new_proposal
 from koda.shared.bus import Bus
+from koda.shared.errors import NoReply
+from koda.shared.events import Notify
 from koda.shared.home import LEARNINGS_CAP, HomeLayout
 from koda.shared.messages import (
     ActionRequest,
     ActionResult,
-    ApprovalRecord,
-    Message,
     RunRequest,
     ScrapeRequest,
     ScrapeResult,
+    content_key,
     new_run_id,
 )
 from koda.shared.safe_write import UnsafePath, append_text, write_file
@@ -49,10 +49,6 @@ def _ok(text: str) -> Result:
 
 def _error(text: str) -> Result:
     return {"content": [{"type": "text", "text": text}], "is_error": True}
-
-
-def _key(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -118,7 +114,7 @@ class KodaTools:
         if not text:
             return _error("text is empty")
         await self.bus.emit(self.bus.event("agent.notify", text, task=self.task.id, run_id=self.run_id,
-                                           data={"text": text}))
+                                           data=Notify(text=text)))
         return _ok("sent to the humans")
 
     async def propose_action(self, args: dict[str, Any]) -> Result:
@@ -129,12 +125,10 @@ class KodaTools:
         if not isinstance(action_args, dict):
             return _error("args must be an object")
         # The same proposal from a resumed step is the same approval, not a second one.
-        approval_id = f"{self.run_id}.{_key(action, action_args)}"
-        now = datetime.now(UTC)
-        record = ApprovalRecord(
-            id=approval_id, task=self.task.id, run_id=self.run_id, action=action, args=action_args,
-            reason=self.redact(str(args.get("reason", "")))[:1000], artifact=args.get("artifact"),
-            expires_at=now + timedelta(minutes=self.task.approval_timeout_minutes))
+        record = new_proposal(self.task.id, self.run_id, action, args=action_args,
+                              reason=self.redact(str(args.get("reason", "")))[:1000],
+                              artifact=args.get("artifact"),
+                              timeout_minutes=self.task.approval_timeout_minutes)
         stored = await ApprovalStore(self.bus).propose(record)
         if self.timeline is not None:
             self.timeline.add("approval", id=stored.id, action=action, status=stored.status,
@@ -150,12 +144,14 @@ class KodaTools:
             return _error(f"script.{name} needs approval: call propose_action with action "
                           f"'script.{name}' instead")
         script_args = args.get("args") or {}
-        key = f"{self.run_id}:script.{name}:{_key(script_args)}"
+        key = f"{self.run_id}:script.{name}:{content_key(script_args)}"
         request = ActionRequest(name=f"script.{name}", idempotency_key=key, args=script_args,
                                 run_id=self.run_id)
-        reply = await self.request_reply(f"koda.actions.script.{name}", request, ActionResult, key)
-        if reply is None:
-            return _error(f"no answer from the actions service within {self.timeout:.0f}s")
+        try:
+            reply = await self.bus.request(f"koda.actions.script.{name}", request, ActionResult,
+                                           timeout=self.timeout, msg_id=key)
+        except NoReply as exc:
+            return _error(str(exc))
         status = "ok" if reply.ok else f"failed ({reply.error or reply.exit_code})"
         return _untrusted(f"script {name}", f"{status}\n{reply.output}", self.redact, not reply.ok)
 
@@ -163,41 +159,20 @@ class KodaTools:
         site = str(args.get("site", ""))
         if not _SUBJECT_TOKEN.match(site):
             return _error("site must be a site name from sites.json")
-        job_id = f"{self.run_id}.{_key(site, args.get('url'), args.get('selectors'))}"
+        job_id = f"{self.run_id}.{content_key(site, args.get('url'), args.get('selectors'))}"
         request = ScrapeRequest(site=site, job_id=job_id, url=args.get("url"),
                                 selectors=dict(args.get("selectors") or {}))
-        reply = await self.request_reply(f"koda.scrape.{site}", request, ScrapeResult, None)
-        if reply is None:
-            return _error(f"no answer from the scraper within {self.timeout:.0f}s")
+        try:
+            reply = await self.bus.request(f"koda.scrape.{site}", request, ScrapeResult,
+                                           timeout=self.timeout)
+        except NoReply as exc:
+            return _error(str(exc))
         if not reply.ok:
             return _error(self.redact(f"scrape of {site} failed: {reply.error}"))
         body = reply.text
         if reply.extracted:
             body += "\n" + json.dumps(reply.extracted, indent=1)
         return _untrusted(f"web page from {site}", body, self.redact, False)
-
-    async def request_reply(self, subject: str, request: Any, model: type[Message],
-                            msg_id: str | None, timeout: float | None = None) -> Any:
-        """Publish durably with a reply inbox and wait for the one answer (None: no answer)."""
-        nc = self.bus.nc
-        inbox = nc.new_inbox()
-        sub = await nc.subscribe(inbox, max_msgs=1)
-        try:
-            request.reply_subject = inbox
-            await self.bus.publish(subject, request, msg_id=msg_id)
-            msg = await sub.next_msg(timeout=timeout or self.timeout)
-            return model.from_bytes(msg.data)
-        except TimeoutError:
-            return None
-        except Exception as exc:  # a nats timeout type differs by version
-            if "Timeout" in type(exc).__name__:
-                return None
-            raise
-        finally:
-            try:
-                await sub.unsubscribe()
-            except Exception:
-                pass
 
     def server(self) -> Any:
         """The SDK MCP server config for `mcp_servers["koda"]` (imports the SDK)."""

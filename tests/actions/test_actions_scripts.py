@@ -11,11 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from koda.services.actions.results import record_key
 from koda.services.actions.service import ActionsService
 from koda.shared.approvals import ApprovalStore
 from koda.shared.bus import Bus
-from koda.shared.messages import ActionRecord, ActionRequest, ActionResult, ApprovalRecord
+from koda.shared.messages import ActionRecord, ActionRequest, ActionResult, ApprovalRecord, action_key
 from koda.shared.settings import KodaSettings
 from tests.scraper.helpers import ask, events, make_home, metric, serving
 
@@ -207,7 +206,7 @@ async def test_a_run_cut_short_is_recorded_as_interrupted_and_never_run_again(
         # A crash leaves a running claim whose instance no longer heartbeats: same outcome.
         orphan = ActionRecord(idempotency_key="crashed", name="script.slow", status="running",
                               instance="gone-1234")
-        await bus.kv["actions"].put(record_key("crashed"), orphan.to_bytes())
+        await bus.kv["actions"].put(action_key("crashed"), orphan.to_bytes())
         crashed = await ask(bus, "koda.actions.script.slow", ActionRequest(
             name="script.slow", idempotency_key="crashed"), ActionResult)
         assert not crashed.ok and "gone-1234 stopped" in (crashed.error or "")

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import nats
 import pytest
 from pydantic import SecretStr
 
@@ -27,6 +26,7 @@ from koda.stack import nats_binary
 from tests.deploy.artifacts import NATS_CONF, ROOT, compose_model, duration_seconds
 from tests.fake_anthropic import API_KEY, FakeAnthropic, say
 from tests.natsserver import free_port_block
+from tests.stack import nats_client
 
 pytestmark = pytest.mark.slow
 KODA = str(Path(sys.executable).parent / "koda")
@@ -226,20 +226,14 @@ async def test_a_run_and_a_script_request_cross_services_under_their_own_users(
 
 async def _try_publish(stack: UsersStack, user: str, subject: str) -> str | None:
     """Publish as `user`; returns the server's error, or None if it was accepted."""
-    errors: list[str] = []
-
-    async def on_error(exc: Exception) -> None:
-        errors.append(str(exc))
-
-    nc = await nats.connect(stack.nats_url, user=user, password=stack.passwords[user],
-                            error_cb=on_error, allow_reconnect=False)
+    nc, violations = await nats_client(stack.nats_url, user, stack.passwords[user])
     try:
         await nc.publish(subject, b"{}")
         await nc.flush(timeout=2)
         await asyncio.sleep(0.2)  # a permissions error arrives asynchronously
     finally:
         await nc.close()
-    return errors[0] if errors else None
+    return violations.errors[0] if violations.errors else None
 
 
 @pytest.mark.parametrize(("user", "subject"), [

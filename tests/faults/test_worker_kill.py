@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from koda.services.worker.records import RunRecord
 from koda.shared.bus import Bus
 from koda.shared.home import HomeLayout
 from koda.shared.messages import LimitsRecord, RunLedgerEntry
+from koda.shared.run_record import RunRecord
 from koda.shared.settings import KodaSettings
 from tests.fake_anthropic import Call, FakeAnthropic, Reply, Text, ToolUse
 from tests.worker.conftest import Events, WorkerProcess, publish_run, run_request, write_tasks

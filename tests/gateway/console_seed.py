@@ -15,6 +15,7 @@ from typing import Any
 
 from koda.shared.approvals import ApprovalStore, new_proposal
 from koda.shared.bus import Bus
+from koda.shared.events import ActionDone
 from koda.shared.messages import Heartbeat, LimitsRecord, RunLedgerEntry
 from koda.shared.settings import SERVICES, KodaSettings
 
@@ -159,9 +160,10 @@ async def seed(settings: KodaSettings, bus: Bus, secret: str = "sk-seed-secret-0
     await store.propose(failed)
     await store.decide(failed.id, True, "console")
     await bus.emit(bus.event("action.done", "video.publish: refused", severity="warning",
-                             data={"name": "video.publish", "ok": False, "approval_id": failed.id,
-                                   "error": "no script in scripts/manifest.json lists action "
-                                            "'video.publish'"}))
+                             data=ActionDone(name="video.publish", ok=False, approval_id=failed.id,
+                                             idempotency_key=f"approval:{failed.id}",
+                                             error="no script in scripts/manifest.json lists "
+                                                   "action 'video.publish'")))
     rejected = new_proposal("daily-post", f"daily-post.{int((now - timedelta(days=2)).timestamp() * 1000)}",
                             "social.post", reason="A thread about cron syntax.",
                             now=now - timedelta(days=2), timeout_minutes=7 * 24 * 60)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from koda.shared import approval_keys
 from koda.shared.approvals import ApprovalStore, new_proposal, signed_fields
 from koda.shared.bus import Bus
+from koda.shared.messages import content_key
 
 from .conftest import SECRET
 from .helpers import actions_published, all_events
@@ -19,7 +20,7 @@ async def test_propose_is_idempotent_and_redacts_what_the_agent_wrote(bus: Bus, 
                           args={"note": f"key {SECRET}"}, reason=f"uses {SECRET}")
     first = await store.propose(record)
     again = await store.propose(record)
-    assert first.id == again.id == "publish-video.m1.video.publish.1"
+    assert first.id == again.id == f"publish-video.m1.{content_key('video.publish', record.args)}"
     assert SECRET not in first.model_dump_json() and "[redacted]" in first.reason
     assert first.args["note"] == "key [redacted]"
     requested = [e for e in await all_events(bus) if e.event == "approval.requested"]

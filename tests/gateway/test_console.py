@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -13,6 +13,7 @@ import pytest
 from koda.shared.approvals import ApprovalStore
 from koda.shared.bus import Bus
 from koda.shared.messages import AdmissionRecord, RunLedgerEntry, RunRequest
+from koda.shared.run_record import RunRecord
 from koda.shared.settings import KodaSettings
 
 from .conftest import CONSOLE_TOKEN, SECRET, Propose, RunningGateway
@@ -120,9 +121,11 @@ async def test_tasks_page_triggers_pauses_and_resumes(
     home = gw_settings.expanded_home()
     await bus.kv["runs"].put("daily-post.1700000000000", RunLedgerEntry(
         run_id="daily-post.1700000000000", task="daily-post", status="done").to_bytes())
-    (home / "data" / "runs" / "daily-post.1700000000000.json").write_text(json.dumps(
-        {"run_id": "daily-post.1700000000000", "task": "daily-post", "outcome": "done",
-         "finished_at": "2026-11-20T08:31:00+00:00", "result": f"posted with {SECRET}"}))
+    (home / "data" / "runs" / "daily-post.1700000000000.json").write_text(RunRecord(
+        run_id="daily-post.1700000000000", task="daily-post", trigger="cron", outcome="done",
+        started_at=datetime(2026, 11, 20, 8, 30, tzinfo=UTC),
+        finished_at=datetime(2026, 11, 20, 8, 31, tzinfo=UTC),
+        result=f"posted with {SECRET}").model_dump_json())
     (home / "data" / "daily-logs").mkdir(parents=True, exist_ok=True)
     (home / "data" / "daily-logs" / "2026-11-20.md").write_text(
         "# 2026-11-20\n\n- 08:31 `daily-post.1700000000000` **daily-post**: done, 7 turns\n"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 from koda.services.worker.forecast import RecentCosts, forecast_month, scheduled_need
+from koda.shared.run_record import RunRecord
 from koda.shared.tasks import TasksFile
 
 
@@ -24,7 +24,9 @@ def test_forecast_counts_the_fires_left_in_the_month_at_each_tasks_recent_cost(t
     runs.mkdir()
     for i, (task, cost) in enumerate([("hourly", 0.1), ("hourly", 0.3), ("daily", 2.0),
                                       ("off", 9.0), ("manual", 5.0)]):
-        (runs / f"{task}.{i}.json").write_text(json.dumps({"task": task, "cost_usd": cost}))
+        record = RunRecord(run_id=f"{task}.{i}", task=task, trigger="cron", outcome="done",
+                           started_at=datetime.now(UTC), cost_usd=cost)
+        (runs / f"{task}.{i}.json").write_text(record.model_dump_json())
     (runs / "broken.json").write_text("{")  # half-written: skipped, not fatal
     recent = RecentCosts.from_records(runs)
     assert recent.mean("hourly") == 0.2

@@ -16,7 +16,7 @@ from koda.shared.bus import Bus
 from koda.shared.messages import Event, RunRequest
 from koda.shared.settings import KodaSettings
 from tests.fake_anthropic import API_KEY, FakeAnthropic, say
-from tests.stack import Stack
+from tests.stack import Stack, Violations, nats_client
 
 
 class HostileStack(Stack):
@@ -69,33 +69,7 @@ def hostile_stack(tmp_path_factory: pytest.TempPathFactory,
         running.down()
 
 
-class Violations:
-    """Errors the NATS server sends a client asynchronously (permissions violations)."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-        self.seen = asyncio.Event()
-
-    async def on_error(self, exc: Exception) -> None:
-        self.errors.append(str(exc))
-        if "permissions violation" in str(exc).lower():
-            self.seen.set()
-
-    async def wait(self, timeout: float = 20) -> str:
-        """The first permissions violation the server reported (fails the test if none comes)."""
-        try:
-            await asyncio.wait_for(self.seen.wait(), timeout)
-        except TimeoutError:
-            raise AssertionError(f"no permissions violation in {timeout}s; errors: {self.errors}") from None
-        return next(e for e in self.errors if "permissions violation" in e.lower())
-
-
 async def connect_as(stack: Stack, user: str) -> tuple[Any, Violations]:
     """A plain nats-py client logged in as one of the stack's users, and its error collector."""
-    import nats
-
-    violations = Violations()
-    password = stack.credentials(user)["nats_password"].get_secret_value()
-    nc = await nats.connect(stack.env["KODA_NATS_URL"], user=user, password=password,
-                            error_cb=violations.on_error, allow_reconnect=False)
-    return nc, violations
+    return await nats_client(stack.env["KODA_NATS_URL"], user,
+                             stack.credentials(user)["nats_password"].get_secret_value())

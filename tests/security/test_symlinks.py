@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 
 from koda.services.scraper.cookies import CookieJar
-from koda.services.worker.records import RunRecord, append_daily_log, write_record
+from koda.services.worker.records import append_daily_log, write_record
 from koda.services.worker.tools import KodaTools
 from koda.shared.bus import Bus
 from koda.shared.home import HomeLayout, init_home
+from koda.shared.run_record import RunRecord
 from koda.shared.safe_write import UnsafePath, append_text, read_bytes, write_file
 from koda.shared.secrets import Redactor
 from koda.shared.settings import KodaSettings
