@@ -226,6 +226,11 @@ class WorkerService(Service):
                 return await self._finish(claim, base, "cancelled", started, request=request,
                                           error=decided, cause="rejected")
             paused = decided
+            # What the paused session saved before it stopped belongs to this run's record too.
+            drafts = self.layout.drafts / request.run_id
+            tools.artifacts.extend(sorted(
+                p.relative_to(self.layout.root).as_posix() for p in drafts.glob("*")
+                if p.is_file() and not p.is_symlink()))
         ticker = asyncio.create_task(self._progress(delivery))
         if task.script:
             work = asyncio.ensure_future(self._script(task, request, claim, tools))
