@@ -351,6 +351,9 @@ def build_options(settings: KodaSettings, layout: HomeLayout, spec: SessionSpec,
         sandbox=sandbox,
         resume=spec.resume,
         session_store=spec.session_store,
+        # Each frame reaches NATS at once, not at the turn's end: a worker killed after a
+        # paused call ran leaves its result there for the next one.
+        session_store_flush="eager",
         stderr=stderr,
         cli_path=launcher(settings.expanded_state()),
     )

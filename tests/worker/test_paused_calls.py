@@ -9,8 +9,10 @@ gateway's `ApprovalStore` (what a Discord click or the console calls), signed wi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,17 @@ def script(call: Call) -> Reply:
     return Text("NEXT: " + call.last_tool_result())
 
 
+def holding(first_resumed: threading.Event, release: threading.Event) -> Any:
+    """`script`, but the first request after the tool ran waits until `release` (the worker
+    resuming the session is killed meanwhile)."""
+    def reply(call: Call) -> Reply:
+        if call.turn > 0 and not first_resumed.is_set():
+            first_resumed.set()
+            release.wait(60)
+        return script(call)
+    return reply
+
+
 def ran(calls: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
 
@@ -64,8 +77,10 @@ async def ledger(bus: Bus, run_id: str) -> RunLedgerEntry:
 async def test_approved_mcp_call_resumes_in_another_worker_after_kill_9_and_runs_once(
         wsettings: KodaSettings, fake_api: FakeAnthropic, bus: Bus, events: Events,
         tmp_path: Path) -> None:
+    """kill -9 while the run waits, and again while the resumed session goes on."""
     calls = setup_home(wsettings, tmp_path)
-    fake_api.script = script
+    resumed, release = threading.Event(), threading.Event()
+    fake_api.script = holding(resumed, release)
     request = run_request("publish")
     first = WorkerProcess(wsettings, tmp_path / "worker-a.log")
     # The second worker shares nothing local with the first: its own state folder, so its CLI
@@ -86,6 +101,12 @@ async def test_approved_mcp_call_resumes_in_another_worker_after_kill_9_and_runs
         second.start()
         decision = await ApprovalStore(bus).decide(record.id, True, "4242")
         assert decision.changed
+        # The approved call ran; the agent's next request is on its way: kill -9 again.
+        assert await asyncio.to_thread(resumed.wait, 90), "the session never resumed"
+        assert ran(calls) == [{"title": "hello"}]
+        second.kill()
+        release.set()
+        second.start()
         await events.wait(lambda: events.finished_for(request.run_id), timeout=90)
     finally:
         first.stop()
