@@ -184,6 +184,8 @@ class ApprovalRecord(Message):
         default=None, description="The args as proposed, when the approver edited them.")
     woken: bool = Field(default=False, description="The paused run was asked to resume.")
     ran_at: datetime | None = Field(default=None, description="When the approved call was let run.")
+    result: str | None = Field(default=None, description="What the approved call returned "
+                               "(redacted, at most 4,000 characters), for a session resumed again.")
 
 
 class Heartbeat(Message):

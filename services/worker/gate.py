@@ -70,6 +70,8 @@ class ApprovalGate:
     paused: ApprovalRecord | None = None
     #: Approved proposals let through, for `propose_action` to report on.
     allowed: list[ApprovalRecord] = field(default_factory=list)
+    #: Approved calls let through in this session: tool-use id -> approval id.
+    running: dict[str, str] = field(default_factory=dict)
 
     def gated(self, tool: str) -> bool:
         return tool == PROPOSE_TOOL or is_gated(self.task.gated, tool)
@@ -116,20 +118,44 @@ class ApprovalGate:
                 self.allowed.append(record)
                 return Verdict("allow", updated_input={**tool_input, "args": record.args})
             if record.ran_at is not None:
-                return Verdict("deny", f"{action} was approved and let run once at "
-                               f"{record.ran_at:%Y-%m-%d %H:%M:%S} UTC; it may have taken effect. "
-                               "It is not run a second time: check its effect instead.")
+                said = (f" It returned: {record.result}" if record.result is not None
+                        else " Its result was not recorded: check its effect instead.")
+                return Verdict("deny", f"{action} was approved and already ran once (at "
+                               f"{record.ran_at:%Y-%m-%d %H:%M:%S} UTC); it is not run a second "
+                               f"time.{said}")
             ran = record.model_copy(update={"ran_at": datetime.now(UTC)})
             try:
                 await store.kv.update(approval_id, ran.to_bytes(), last=revision)
             except KeyWrongLastSequenceError:
                 continue
+            if tool_use_id:
+                self.running[tool_use_id] = approval_id
             if self.timeline is not None:
                 how = (f"as edited by {record.decided_by}" if record.original_args is not None
                        else "as proposed")
                 self.timeline.add("notice", text=f"approved call {action} runs {how}")
             return Verdict("allow", updated_input=record.args)
         return Verdict("deny", f"{action}: its approval kept changing; not run")
+
+    async def ran(self, tool_use_id: str | None, response: Any) -> None:
+        """Keep what an approved call returned in its record: a session resumed again after a
+        crash is told it instead of running the call twice."""
+        approval_id = self.running.pop(tool_use_id or "", None)
+        if approval_id is None:
+            return
+        text = response if isinstance(response, str) else json.dumps(response, default=str)
+        store = ApprovalStore(self.bus, self.redact)
+        for _ in range(5):
+            got = await store.get(approval_id)
+            if got is None:
+                return
+            record, revision = got
+            done = record.model_copy(update={"result": self.redact(text)[:4000]})
+            try:
+                await store.kv.update(approval_id, done.to_bytes(), last=revision)
+                return
+            except KeyWrongLastSequenceError:
+                continue
 
     async def _propose(self, store: ApprovalStore, approval_id: str, tool: str,
                        tool_input: dict[str, Any], action: str, args: dict[str, Any],

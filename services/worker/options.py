@@ -315,6 +315,11 @@ def build_options(settings: KodaSettings, layout: HomeLayout, spec: SessionSpec,
         return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "deny",
                                        "permissionDecisionReason": reason}}
 
+    async def after_hook(hook_input: Any, tool_use_id: str | None, context: Any) -> Any:
+        if spec.gate is not None:
+            await spec.gate.ran(tool_use_id, hook_input.get("tool_response"))
+        return {}
+
     async def allow(tool: str, tool_input: dict[str, Any], context: Any) -> Any:
         # The guard hook has already refused what is not allowed; nobody is there to ask.
         # The sandbox proxy asks about unlisted hosts only if its strict allow list is off:
@@ -343,7 +348,8 @@ def build_options(settings: KodaSettings, layout: HomeLayout, spec: SessionSpec,
         mcp_servers=servers,
         disallowed_tools=["WebSearch", "CronCreate", "CronDelete", "ScheduleWakeup", "EnterWorktree",
                           *network_disallowed(spec)],
-        hooks={"PreToolUse": [HookMatcher(matcher=None, hooks=[guard_hook])]},
+        hooks={"PreToolUse": [HookMatcher(matcher=None, hooks=[guard_hook])],
+               "PostToolUse": [HookMatcher(matcher=None, hooks=[after_hook])]},
         can_use_tool=allow,
         # Permission rules the CLI enforces itself; with the sandbox on, Read denies also bind
         # every Bash command at the OS level (bubblewrap), whatever the command's spelling.

@@ -78,6 +78,8 @@ async def test_approved_mcp_call_resumes_in_another_worker_after_kill_9_and_runs
         wsettings: KodaSettings, fake_api: FakeAnthropic, bus: Bus, events: Events,
         tmp_path: Path) -> None:
     """kill -9 while the run waits, and again while the resumed session goes on."""
+    # One slot, so a redelivery after the second kill cannot race a live attempt on a loaded host.
+    wsettings = wsettings.model_copy(update={"worker_concurrency": 1, "worker_ack_wait": 5.0})
     calls = setup_home(wsettings, tmp_path)
     resumed, release = threading.Event(), threading.Event()
     fake_api.script = holding(resumed, release)
@@ -112,11 +114,13 @@ async def test_approved_mcp_call_resumes_in_another_worker_after_kill_9_and_runs
         first.stop()
         second.stop()
     [end] = events.finished_for(request.run_id)
-    assert end.data["outcome"] == "done", end.data
+    assert end.data["outcome"] == "done", end.data.get("error")
     assert ran(calls) == [{"title": "hello"}]  # ran once, as approved
+    # The agent's next request has the result: from the transcript in NATS, or, when the kill
+    # came before the result reached it, from the record (the call is never run again).
     last = fake_api.main_calls()[-1]
-    assert "https://videos.test/v/1" in last.last_tool_result()  # the agent's next request has it
-    assert "NEXT: published 'hello'" in end.data["result"]
+    assert "https://videos.test/v/1" in last.last_tool_result()
+    assert "NEXT: " in end.data["result"] and "videos.test/v/1" in end.data["result"]
     assert not (tmp_path / "state-b" / "claude" / "projects").exists() or any(
         (tmp_path / "state-b" / "claude" / "projects").rglob(f"{record.session_id}.jsonl"))
     resumed_by = (await ledger(bus, request.run_id)).worker
