@@ -3,8 +3,9 @@
 Real parts: the bundled CLI against the fake Messages API, a real stdio MCP server standing in
 for YouTube (it appends each call it really runs to a file), the worker as a real process that
 is killed with SIGKILL while the run waits, and a second worker process with its own state
-folder (no local transcript) that resumes the session from NATS. Decisions go through the
-gateway's `ApprovalStore` (what a Discord click or the console calls), signed with its key.
+folder (no local transcript) that resumes the session from NATS. In the first test an approver
+clicks Approve in the fake Discord through the real gateway; the others decide through the
+gateway's `ApprovalStore` (what a click or the console calls), signed with its key.
 """
 
 from __future__ import annotations
@@ -17,15 +18,49 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
+from koda.services.gateway.service import GatewayService
 from koda.shared.approvals import ApprovalStore
 from koda.shared.bus import Bus
 from koda.shared.home import HomeLayout
 from koda.shared.messages import ApprovalRecord, RunLedgerEntry
 from koda.shared.settings import KodaSettings
 from tests.fake_anthropic import Call, FakeAnthropic, Reply, Text, ToolUse
+from tests.fake_discord import FakeDiscord
+from tests.inprocess import serving
+from tests.natsserver import free_port_block
 from tests.worker.conftest import Events, WorkerProcess, publish_run, run_request, running_worker, write_tasks
 
 SERVER = Path(__file__).with_name("youtube_mcp.py")
+APPROVER = 424242424242424242
+
+
+async def click_approve(discord: FakeDiscord, approval_id: str) -> None:
+    """The approver clicks Approve on the gateway's post of this approval."""
+    custom_id = f"koda:approve:{approval_id}"
+
+    async def posted() -> str:
+        while True:
+            for message in discord.posted("approvals"):
+                for row in message.get("components") or []:
+                    if any(c.get("custom_id") == custom_id for c in row.get("components") or []):
+                        return str(message["id"])
+            await asyncio.sleep(0.1)
+    message_id = await asyncio.wait_for(posted(), 30)
+    interaction = await discord.click(message_id, custom_id, APPROVER)
+    await discord.response(interaction, timeout=30)
+
+
+def with_discord(settings: KodaSettings, discord: FakeDiscord) -> KodaSettings:
+    channels = discord.channels
+    return settings.model_copy(update={
+        "discord_token": SecretStr("fake-bot-token-paused"), "discord_guild": int(discord.guild_id),
+        "discord_approvals_channel": int(channels["approvals"]),
+        "discord_reports_channel": int(channels["reports"]),
+        "discord_alerts_channel": int(channels["alerts"]), "discord_approvers": str(APPROVER),
+        "discord_api_base": discord.api_base, "discord_gateway_url": discord.gateway_url,
+        "console_port": free_port_block(1)})
 
 
 def setup_home(settings: KodaSettings, tmp_path: Path, **task: Any) -> Path:
@@ -101,8 +136,15 @@ async def test_approved_mcp_call_resumes_in_another_worker_after_kill_9_and_runs
         assert ran(calls) == [] and len(fake_api.main_calls()) == 1
         first.kill()  # kill -9 while it waits: nothing is lost
         second.start()
-        decision = await ApprovalStore(bus).decide(record.id, True, "4242")
-        assert decision.changed
+        discord = FakeDiscord()
+        await discord.start()
+        try:
+            async with serving(GatewayService(with_discord(wsettings, discord)), timeout=30):
+                await click_approve(discord, record.id)
+        finally:
+            await discord.stop()
+        got = await ApprovalStore(bus).get(record.id)
+        assert got is not None and (got[0].status, got[0].decided_by) == ("approved", str(APPROVER))
         # The approved call ran; the agent's next request is on its way: kill -9 again.
         assert await asyncio.to_thread(resumed.wait, 90), "the session never resumed"
         assert ran(calls) == [{"title": "hello"}]
