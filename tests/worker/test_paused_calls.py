@@ -29,7 +29,7 @@ from koda.shared.settings import KodaSettings
 from tests.fake_anthropic import Call, FakeAnthropic, Reply, Text, ToolUse
 from tests.fake_discord import FakeDiscord
 from tests.inprocess import serving
-from tests.natsserver import free_port_block
+from tests.natsserver import NatsServer, free_port_block
 from tests.worker.conftest import Events, WorkerProcess, publish_run, run_request, running_worker, write_tasks
 
 SERVER = Path(__file__).with_name("youtube_mcp.py")
@@ -169,18 +169,33 @@ async def test_approved_mcp_call_resumes_in_another_worker_after_kill_9_and_runs
     assert resumed_by is not None and resumed_by != entry.worker
 
 
+async def decide_when_back(store: ApprovalStore, approval_id: str, **how: Any) -> None:
+    """Decide as soon as the bus is reachable again (NATS was just restarted)."""
+    async def attempt() -> None:
+        while True:
+            try:
+                await store.decide(approval_id, **how)
+                return
+            except Exception:  # reconnecting
+                await asyncio.sleep(0.2)
+    await asyncio.wait_for(attempt(), 30)
+
+
 async def test_edited_rejected_and_expired_calls(
         wsettings: KodaSettings, fake_api: FakeAnthropic, bus: Bus, events: Events,
-        tmp_path: Path) -> None:
+        tmp_path: Path, nats_server: NatsServer) -> None:
     calls = setup_home(wsettings, tmp_path)
     fake_api.script = script
     store = ApprovalStore(bus)
     async with running_worker(wsettings):
-        # Edited: the approver's args run, and the audit event says what changed.
+        # Edited: the approver's args run, and the audit event says what changed. NATS is
+        # restarted while the run waits: the record, the ledger and the transcript are on disk.
         edited = run_request("publish", 1)
         await publish_run(bus, edited)
         record = await paused(bus, events, edited.run_id)
-        await store.decide(record.id, True, "4242", args={"title": "better title"})
+        nats_server.restart()
+        await decide_when_back(store, record.id, approve=True, who="4242",
+                               args={"title": "better title"})
         await events.wait(lambda: events.finished_for(edited.run_id), timeout=60)
         assert ran(calls) == [{"title": "better title"}]
         [audit] = [e for e in events.of("approval.decided") if e.data["approval_id"] == record.id]
