@@ -24,6 +24,7 @@ from typing import Any
 from nats.js.errors import NotFoundError
 
 from koda.shared.bus import Bus
+from koda.shared.errors import KodaError
 
 STREAM = "SESSIONS"
 SUBJECT = "koda.sessions"
@@ -32,7 +33,7 @@ PART_BYTES = 900 * 1024
 _UUID = re.compile(r"^[0-9a-fA-F-]{36}$")
 
 
-class BadSessionId(ValueError):
+class BadSessionId(KodaError, ValueError):
     """A session id that is not the CLI's UUID (it becomes a subject and a file name)."""
 
 
