@@ -88,5 +88,8 @@ class Progress:
                     self.say(paint(f"waiting to retry at {later.astimezone():%H:%M:%S}", "yellow"))
                 else:
                     self.say(paint(f"paused: {entry.error or 'waiting'}", "yellow"))
+            elif entry.status == "awaiting_approval":
+                self.say(paint(f"waiting for a person to approve {entry.approval_id} "
+                               "(Discord, the console or `koda approve`)", "yellow"))
             elif entry.status == "running" and self.seen == 0:
                 self.say("running")

@@ -58,12 +58,14 @@ def _env_line(env: dict[str, str]) -> str:
 
 
 def service_secrets(settings: KodaSettings, passwords: dict[str, str]) -> dict[str, dict[str, str]]:
-    """Per service: its own NATS user and, for the gateway and actions only, its half of the
-    approval key pair (passwords and keys are base64/URL-safe tokens: no quoting needed)."""
+    """Per service: its own NATS user and, for the gateway, actions and the worker only, its
+    half of the approval key pair (the worker verifies the decision a paused call resumes
+    with; passwords and keys are base64/URL-safe tokens: no quoting needed)."""
     signing, verify = natsauth.approval_keys(settings)
     out = {s: {"KODA_NATS_USER": s, "KODA_NATS_PASSWORD": passwords[s]} for s in SERVICES}
     out["gateway"]["KODA_APPROVAL_SIGNING_KEY"] = signing
     out["actions"]["KODA_APPROVAL_VERIFY_KEY"] = verify
+    out["worker"]["KODA_APPROVAL_VERIFY_KEY"] = verify
     return out
 
 

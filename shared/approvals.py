@@ -8,6 +8,13 @@ writes into the bucket (the worker may: it proposes) approves nothing. Only an a
 record is published to ACTIONS, with the idempotency key `approval:<id>` as its message id, so it
 runs once; `dispatch_pending` re-publishes an approved record whose publish was cut short (the
 same id makes that harmless).
+
+A record of a paused tool call (`tool`, `session_id` set: docs/approvals.md) is not an action:
+its decision, whatever it is, wakes the paused run instead (a `RunRequest` for the same run id
+with `resume_approval`, message id `<run id>:approval:<id>`), and the worker resumes the session,
+where the call runs (or is refused) as decided. A `propose_action` call is both: its action is
+dispatched and its run woken. An approver may edit the args: the record keeps what was
+proposed in `original_args`, and the signature covers the edited args that will run.
 """
 
 from __future__ import annotations
@@ -23,11 +30,23 @@ from . import approval_keys
 from .bus import Bus
 from .events import ApprovalEvent
 from .kv_record import KVRecords
-from .messages import ActionRequest, ApprovalRecord, content_key
+from .messages import ActionRequest, ApprovalRecord, RunRequest, content_key
 from .secrets import Redactor, redactor_for_home
 
 log = logging.getLogger(__name__)
 REMIND_AT = 0.75  # remind when three quarters of the approval window has passed
+#: The worker's tool that proposes an action kind (an approved one goes to ACTIONS).
+PROPOSE_TOOL = "mcp__koda__propose_action"
+
+
+def is_action(record: ApprovalRecord) -> bool:
+    """True when approving the record means publishing an action to ACTIONS."""
+    return record.tool is None or record.tool == PROPOSE_TOOL
+
+
+def pauses_run(record: ApprovalRecord) -> bool:
+    """True when a run waits on this record's decision (a paused session)."""
+    return record.session_id is not None
 
 
 def is_gated(patterns: list[str], name: str) -> bool:
@@ -138,8 +157,10 @@ class ApprovalStore:
         return await self.records.change(approval_id, noted, attempts=5) is not None
 
     async def decide(self, approval_id: str, approve: bool, who: str,
-                     now: datetime | None = None, note: str | None = None) -> Decision:
-        """Approve or reject once. Late decisions expire the record instead.
+                     now: datetime | None = None, note: str | None = None,
+                     args: dict[str, Any] | None = None) -> Decision:
+        """Approve or reject once. Late decisions expire the record instead. `args` (approvals
+        only) replace the proposed arguments: what runs is what the approver approved.
 
         A record changed under us by something that is not a decision (the gateway noting its
         message, a reminder) is read again; one changed by a decision makes this one a no-op.
@@ -159,22 +180,29 @@ class ApprovalStore:
                 expired = await self._transition(record, revision, "expired", "expiry", now)
                 if expired is None:
                     continue
-                return Decision(False, expired, "expired")
+                return Decision(False, await self._wake(expired), "expired")
             status = "approved" if approve else "rejected"
-            updated = await self._transition(record, revision, status, who, now, note)
+            edit = args if approve and args is not None and args != record.args else None
+            updated = await self._transition(record, revision, status, who, now, note, edit)
             if updated is None:
                 continue
-            if updated.status == "approved":
+            if updated.status == "approved" and is_action(updated):
                 updated = await self._dispatch(updated)
+            updated = await self._wake(updated)
             return Decision(True, updated)
         current = await self.get(approval_id)
         return Decision(False, current[0] if current else None, "decided concurrently")
 
     async def _transition(self, record: ApprovalRecord, revision: int, status: str, who: str,
-                          now: datetime, note: str | None = None) -> ApprovalRecord | None:
+                          now: datetime, note: str | None = None,
+                          edit: dict[str, Any] | None = None) -> ApprovalRecord | None:
         note = self.redact(note)[:500] if note else None
-        updated = record.model_copy(update={"status": status, "decided_by": who, "decided_at": now,
-                                            "note": note, "signature": None})
+        changes: dict[str, Any] = {"status": status, "decided_by": who, "decided_at": now,
+                                   "note": note, "signature": None}
+        if edit is not None:
+            changes.update(args=json.loads(self.redact(json.dumps(edit))),
+                           original_args=record.args)
+        updated = record.model_copy(update=changes)
         if self._signing_key is not None:
             updated.signature = approval_keys.sign(signed_fields(updated), self._signing_key)
         if await self.records.write(record.id, updated, revision) is None:
@@ -183,8 +211,29 @@ class ApprovalStore:
             "approval.decided", f"{record.action} for {record.task}: {status} by {who}",
             task=record.task, run_id=record.run_id,
             data=ApprovalEvent(approval_id=record.id, status=status, decided_by=who,
-                               note=note or None)))
+                               note=note or None,
+                               # The audit trail of an edit: what was proposed and what was
+                               # approved instead.
+                               edited=True if edit is not None else None,
+                               original_args=updated.original_args if edit is not None else None,
+                               args=updated.args if edit is not None else None)))
         return updated
+
+    async def _wake(self, record: ApprovalRecord) -> ApprovalRecord:
+        """Queue the paused run again so a worker resumes it with this decision; the message id
+        makes a repeat (a restarted sweep) one request, and the worker ignores a stale one."""
+        if not pauses_run(record) or record.woken or record.status == "pending":
+            return record
+        now = datetime.now(UTC)
+        request = RunRequest(task=record.task, run_id=record.run_id, scheduled_for=now,
+                             trigger="manual", requested_by=f"approval:{record.id}",
+                             resume_approval=record.id)
+        await self.bus.publish(f"koda.runs.{record.task}", request,
+                               msg_id=f"{record.run_id}:approval:{record.id}")
+        woken = await self.records.change(
+            record.id, lambda current: current.model_copy(update={"woken": True})
+            if current is not None else None, attempts=5)
+        return woken or record
 
     async def _dispatch(self, record: ApprovalRecord) -> ApprovalRecord:
         key = record.idempotency_key or f"approval:{record.id}"
@@ -200,7 +249,10 @@ class ApprovalStore:
         """Publish approved records whose publish was cut short (a crash mid-decision)."""
         count = 0
         for record in await self.all():
-            if record.status == "approved" and not record.dispatched:
+            if record.status != "pending" and pauses_run(record) and not record.woken:
+                # Woken before it is dispatched is fine: the action keeps its own once-key.
+                await self._wake(record)
+            if record.status == "approved" and not record.dispatched and is_action(record):
                 # Derived here, not at start: cryptography loads only when there is work.
                 verify_key = approval_keys.public_of(self._signing_key) if self._signing_key else None
                 if not genuine(record, verify_key):
@@ -227,7 +279,7 @@ class ApprovalStore:
             if now >= record.expires_at:
                 done = await self._transition(record, revision, "expired", "expiry", now)
                 if done:
-                    expired.append(done)
+                    expired.append(await self._wake(done))
                 continue
             window = record.expires_at - record.created_at
             if not record.reminded and now >= record.created_at + window * REMIND_AT:

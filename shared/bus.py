@@ -47,6 +47,9 @@ Q = TypeVar("Q", bound=Message)
 #: Who answers a request on `koda.<queue>.…`, for the `NoReply` message.
 ANSWERERS = {"actions": "the actions service", "scrape": "the scraper"}
 MAX_MESSAGE_BYTES = 1024 * 1024
+#: How long a paused session's transcript stays in the SESSIONS stream: longer than the longest
+#: approval timeout tasks.json allows (30 days), so any decision finds its session.
+SESSION_RETENTION_DAYS = 31
 #: Stream metadata key holding the id of the home whose stack created the stream.
 HOME_KEY = "koda_home_id"
 
@@ -66,7 +69,7 @@ class StreamSpec:
 
 
 def stream_specs(settings: KodaSettings) -> list[StreamSpec]:
-    """The four streams of the bus contract."""
+    """The streams of the bus contract."""
     return [
         # Cron fires are de-duplicated by message id; an hour covers any scheduler restart race.
         StreamSpec("RUNS", ["koda.runs.>"], work_queue=True, duplicate_window=3600.0),
@@ -76,6 +79,9 @@ def stream_specs(settings: KodaSettings) -> list[StreamSpec]:
             "EVENTS", ["koda.events.>"], work_queue=False,
             max_age=settings.events_max_age_days * 86400.0,
         ),
+        # Agent session transcripts, `koda.sessions.<session id>`: any worker resumes any session.
+        StreamSpec("SESSIONS", ["koda.sessions.>"], work_queue=False,
+                   max_age=SESSION_RETENTION_DAYS * 86400.0),
     ]
 
 

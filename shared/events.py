@@ -138,6 +138,10 @@ class ApprovalEvent(EventData):
     status: str | None = None
     decided_by: str | None = None
     note: str | None = None
+    #: An edited approval: what was proposed and what was approved instead.
+    edited: bool | None = None
+    original_args: dict[str, Any] | None = None
+    args: dict[str, Any] | None = None
 
 
 class Notify(EventData):

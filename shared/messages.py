@@ -80,6 +80,8 @@ class RunRequest(Message):
     prompt: str | None = Field(default=None, description="Overrides the task prompt (chat, heal).")
     context: dict[str, Any] = Field(default_factory=dict, description="Untrusted data attached.")
     reply_to: str | None = Field(default=None, description="Where to report (a Discord thread).")
+    resume_approval: str | None = Field(
+        default=None, description="Set when a decision wakes a run paused on this approval.")
 
 
 class ActionRequest(Message):
@@ -181,6 +183,17 @@ class ApprovalRecord(Message):
     signature: str | None = Field(
         default=None, description="The gateway's Ed25519 signature of the decision "
         "(shared/approval_keys.py); actions runs nothing for a decision without a valid one.")
+    # A paused tool call (docs/approvals.md): the run waits, and a decision resumes its session.
+    tool: str | None = Field(default=None, description="The paused tool call's tool name.")
+    tool_input: dict[str, Any] | None = Field(default=None, description="Its input as the agent gave it.")
+    tool_use_id: str | None = None
+    session_id: str | None = Field(default=None, description="The session to resume.")
+    original_args: dict[str, Any] | None = Field(
+        default=None, description="The args as proposed, when the approver edited them.")
+    woken: bool = Field(default=False, description="The paused run was asked to resume.")
+    ran_at: datetime | None = Field(default=None, description="When the approved call was let run.")
+    result: str | None = Field(default=None, description="What the approved call returned "
+                               "(redacted, at most 4,000 characters), for a session resumed again.")
 
 
 class Heartbeat(Message):
@@ -226,6 +239,9 @@ class RunLedgerEntry(Message):
                               "(config, missing_secret, no_handler, unknown_task, resource).")
     fence: int = Field(default=0, description="Fencing token: +1 at every claim. An attempt "
                        "whose token is no longer the ledger's may not act (tools, actions, record).")
+    approval_id: str | None = Field(default=None, description="The approval a paused run waits on.")
+    session_id: str | None = Field(default=None, description="The paused session (transcript in "
+                                   "the SESSIONS stream).")
 
 
 class RateWindow(Message):

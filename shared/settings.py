@@ -121,8 +121,9 @@ class KodaSettings(BaseSettings):
         default=None, description="Gateway only: Ed25519 private key (base64) that signs every "
         "approval decision; `koda up` generates one, `koda keys` prints a pair for compose.")
     approval_verify_key: str | None = Field(
-        default=None, description="Actions only: the matching public key (base64); gated scripts "
-        "and action kinds run only for a decision signed with its private key.")
+        default=None, description="Actions and the worker: the matching public key (base64); "
+        "gated scripts, action kinds and paused tool calls run only for a decision signed with "
+        "its private key.")
     approval_sweep_interval: float = Field(default=15.0, gt=0, description="Expiry check period.")
     digest_hour: int = Field(default=20, ge=0, le=23, description="Daily digest hour (timezone).")
     chat_task: str = Field(default="chat", description="Task id that owner chat runs use.")

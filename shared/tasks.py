@@ -78,8 +78,12 @@ class Task(_Strict):
         default_factory=list,
         description="Hosts the agent's Bash and WebFetch may reach (example.com, *.example.com, "
         "api.example.com:443); none by default. Local and private addresses are never reachable.")
-    approval_timeout_minutes: int = Field(default=24 * 60, ge=1)
+    #: At most 30 days: paused sessions are kept in NATS for longer (bus.SESSION_RETENTION_DAYS).
+    approval_timeout_minutes: int = Field(default=24 * 60, ge=1, le=30 * 24 * 60)
     on_approval_expiry: Literal["reject"] = "reject"
+    on_rejection: Literal["continue", "end"] = Field(
+        default="continue", description="When a person rejects a paused tool call (or it expires): "
+        "continue resumes the agent, which is told why; end finishes the run as cancelled.")
     overlap: Literal["skip", "queue_one", "allow"] = "skip"
     catch_up: CatchUp = CatchUp()
     jitter_seconds: float = Field(default=0.0, ge=0, le=3600)

@@ -371,6 +371,33 @@ class FakeDiscord:
         await self.dispatch("INTERACTION_CREATE", payload)
         return str(payload["id"])
 
+    async def submit_form(self, opened_by: str, user_id: int | str,
+                          values: dict[str, str]) -> str:
+        """A person fills in and submits the form (modal) the bot answered interaction
+        `opened_by` with: an interaction of type 5 whose components mirror the form's, each text
+        input carrying its value; returns the new interaction id."""
+        form = self.responses[opened_by]
+        assert form.get("type") == 9, f"that interaction was not answered with a form: {form}"
+        data = form["data"]
+
+        def filled(item: dict[str, Any]) -> dict[str, Any]:
+            return {"type": 4, "custom_id": item["custom_id"],
+                    "value": values.get(item["custom_id"], item.get("value") or "")}
+        submitted: list[dict[str, Any]] = []
+        for row in data.get("components") or []:
+            if row.get("type") == 18:  # a label around one input
+                submitted.append({"type": 18, "component": filled(row["component"])})
+            else:
+                submitted.append({"type": 1, "components": [filled(c) for c in row["components"]]})
+        origin = self.interactions[opened_by]
+        message = self.messages.get(origin.message_id or "")
+        payload = self._interaction(5, user_id, origin.channel_id,
+                                    {"custom_id": data["custom_id"], "components": submitted},
+                                    message)
+        self.interactions[payload["id"]].message_id = origin.message_id
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return str(payload["id"])
+
     async def slash(self, name: str, user_id: int | str, sub: str | None = None,
                     channel: str = "chat", **options: str) -> str:
         """A slash command, `/name sub option:value`; returns the interaction id. Only a

@@ -13,8 +13,10 @@ same-origin request (see auth.py). Text is redacted of secrets before it is rend
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import quote
 
 from starlette.applications import Starlette
@@ -293,15 +295,28 @@ def build_app(ctx: GatewayContext, auth: ConsoleAuth, guesses: GuessLimiter | No
         if verb not in ("approve", "reject"):
             return PlainTextResponse("approve or reject", status_code=404, headers=HEADERS)
         note: str | None = None
+        form = await request.form()
+        args: dict[str, Any] | None = None
+        raw_args = form.get("args")
+        if isinstance(raw_args, str) and raw_args.strip() and verb == "approve":
+            # An edit: the approver's arguments replace the agent's (audited in the record
+            # and the approval.decided event).
+            try:
+                parsed = json.loads(raw_args)
+            except ValueError as exc:
+                return PlainTextResponse(f"args is not JSON: {exc}", status_code=400, headers=HEADERS)
+            if not isinstance(parsed, dict):
+                return PlainTextResponse("args must be a JSON object", status_code=400,
+                                         headers=HEADERS)
+            args = parsed
         if who == "console-api":
             # `koda approve|reject` decides through here, so only the gateway ever signs a
             # decision; it says so (`by=terminal`) and may carry a note.
-            form = await request.form()
             if form.get("by") == "terminal":
                 who = "terminal"
             raw_note = form.get("note")
             note = raw_note if isinstance(raw_note, str) and raw_note else None
-        decision = await ctx.desk.decide(approval_id, verb == "approve", who, note=note)
+        decision = await ctx.desk.decide(approval_id, verb == "approve", who, note=note, args=args)
         if decision.changed and decision.record is not None:
             message = f"{decision.record.action} for {decision.record.task}: {decision.record.status}"
         else:

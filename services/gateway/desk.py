@@ -7,6 +7,7 @@ the desk adds the allowlist check for Discord users and counts outcomes for Prom
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -32,8 +33,8 @@ class ApprovalDesk:
                               buckets=WAIT_BUCKETS, registry=registry)
 
     async def decide(self, approval_id: str, approve: bool, who: str,
-                     note: str | None = None) -> Decision:
-        decision = await self.store.decide(approval_id, approve, who, note=note)
+                     note: str | None = None, args: dict[str, Any] | None = None) -> Decision:
+        decision = await self.store.decide(approval_id, approve, who, note=note, args=args)
         record = decision.record
         if record is not None and (decision.changed or decision.reason == "expired"):
             self._count(record)

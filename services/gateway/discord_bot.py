@@ -11,6 +11,7 @@ must not ping anyone. Discord wants the first answer to a click within 3 s: the 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -26,7 +27,7 @@ from . import reports, status
 from .commands import install_commands
 from .context import GatewayContext
 from .discord_link import LinkState
-from .views import DecisionButton, decision_view, short_ref
+from .views import DecisionButton, EditForm, decision_view, short_ref
 
 log = logging.getLogger(__name__)
 APPROVE, REJECT = "✅", "❌"
@@ -253,6 +254,49 @@ class KodaBot(discord.Client):
         else:
             await self._tell(interaction, f"Nothing changed: {decision.reason}.")
             await self.show_outcome(record)
+
+    async def on_edit_click(self, interaction: discord.Interaction[Any], ref: str) -> None:
+        """Edit: an approver gets the form with the arguments; anyone else is told no."""
+        if not self.may_decide(interaction.user.id):
+            await interaction.response.send_message(
+                "You are not on Koda's approver list; nothing was changed.", ephemeral=True)
+            return
+        approval_id = await self.resolve(ref)
+        got = await self.ctx.desk.store.get(approval_id) if approval_id else None
+        if got is None or got[0].status != "pending":
+            state = got[0].status if got else "gone"
+            await interaction.response.send_message(f"Nothing to edit: it is {state}.",
+                                                    ephemeral=True)
+            return
+        await interaction.response.send_modal(EditForm(ref, json.dumps(got[0].args, indent=1)))
+
+    async def on_edit_submit(self, interaction: discord.Interaction[Any], ref: str,
+                             text: str) -> None:
+        """The form came back: approve with the person's arguments (audited in the record)."""
+        user_id = interaction.user.id
+        if not self.may_decide(user_id):
+            await interaction.response.send_message(
+                "You are not on Koda's approver list; nothing was changed.", ephemeral=True)
+            return
+        try:
+            args = json.loads(text)
+        except ValueError as exc:
+            args, problem = None, f"that is not JSON ({exc}); nothing was changed"
+        else:
+            problem = "" if isinstance(args, dict) else "give a JSON object; nothing was changed"
+        if problem or not isinstance(args, dict):
+            await interaction.response.send_message(problem, ephemeral=True)
+            return
+        await interaction.response.defer(ephemeral=True)
+        approval_id = await self.resolve(ref)
+        decision = await self.ctx.desk.decide(approval_id, True, str(user_id), args=args) \
+            if approval_id else None
+        if decision is None or decision.record is None:
+            await self._tell(interaction, "No such approval.")
+            return
+        await self.show_outcome(decision.record)
+        await self._tell(interaction, "Approved with your edit." if decision.changed
+                         else f"Nothing changed: {decision.reason}.")
 
     async def _tell(self, interaction: discord.Interaction[Any], text: str) -> None:
         """A private follow-up to the person who clicked."""

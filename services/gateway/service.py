@@ -205,6 +205,8 @@ class GatewayService(Service):
         while not self.stopping.is_set():
             try:
                 await self.desk.sweep()
+                # Wakes paused runs whose wake-up was cut short (a NATS or gateway restart).
+                await self.desk.store.dispatch_pending()
                 if self.bot is not None and self.bot.ready.is_set():
                     await self.bot.post_pending()
             except Exception:

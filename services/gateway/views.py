@@ -1,4 +1,7 @@
-"""The Approve / Reject buttons of an approval message.
+"""The Approve / Reject / Edit buttons of an approval message, and the edit form.
+
+Edit opens a form (a Discord modal) holding the arguments as JSON; submitting it approves the
+call with the person's arguments (audited in the record and the `approval.decided` event).
 
 They are `DynamicItem`s: the approval id lives in the button's custom id
 (`koda:approve:<id>`), so a click is understood by any gateway process, including one started
@@ -18,7 +21,9 @@ if TYPE_CHECKING:
     from .discord_bot import KodaBot
 
 CUSTOM_ID_LIMIT = 100  # Discord's limit for a component's custom_id
-TEMPLATE = r"koda:(?P<verb>approve|reject):(?P<id>~?[A-Za-z0-9._:-]+)"
+TEMPLATE = r"koda:(?P<verb>approve|reject|edit):(?P<id>~?[A-Za-z0-9._:-]+)"
+#: Discord's limit for a text input's value.
+INPUT_LIMIT = 4000
 
 
 def short_ref(approval_id: str) -> str:
@@ -42,7 +47,8 @@ class DecisionButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=TE
     """One button; its callback hands the click to the bot, which checks the allowlist."""
 
     def __init__(self, verb: str, ref: str) -> None:
-        style = discord.ButtonStyle.success if verb == "approve" else discord.ButtonStyle.danger
+        style = {"approve": discord.ButtonStyle.success, "reject": discord.ButtonStyle.danger}.get(
+            verb, discord.ButtonStyle.secondary)
         super().__init__(discord.ui.Button(label=verb.capitalize(), style=style,
                                            custom_id=f"koda:{verb}:{ref}"))
         self.verb, self.ref = verb, ref
@@ -54,11 +60,31 @@ class DecisionButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=TE
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         bot: KodaBot = interaction.client  # type: ignore[assignment]
+        if self.verb == "edit":
+            await bot.on_edit_click(interaction, self.ref)
+            return
         await bot.on_decision_click(interaction, self.verb == "approve", self.ref)
+
+
+class EditForm(discord.ui.Modal, title="Edit, then approve"):
+    """The arguments as JSON; submitting approves the call with them."""
+
+    def __init__(self, ref: str, args_json: str) -> None:
+        super().__init__(custom_id=f"koda:editform:{ref}"[:CUSTOM_ID_LIMIT], timeout=None)
+        self.ref = ref
+        self.args: discord.ui.TextInput[Any] = discord.ui.TextInput(
+            label="Arguments (JSON object)", style=discord.TextStyle.paragraph,
+            default=args_json[:INPUT_LIMIT], max_length=INPUT_LIMIT, custom_id="args")
+        self.add_item(self.args)
+
+    async def on_submit(self, interaction: discord.Interaction[Any], /) -> None:
+        bot: KodaBot = interaction.client  # type: ignore[assignment]
+        await bot.on_edit_submit(interaction, self.ref, self.args.value)
 
 
 def decision_view(approval_id: str) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     view.add_item(DecisionButton("approve", button_ref(approval_id)))
     view.add_item(DecisionButton("reject", button_ref(approval_id)))
+    view.add_item(DecisionButton("edit", button_ref(approval_id)))
     return view

@@ -4,7 +4,8 @@ Every scheduler instance pulls from one durable consumer, so each event is count
 count lives in the `scheduler` KV (`failures.<task>`, compare-and-set) so it survives restarts
 and leader changes. A run ends in `run.finished` (outcome done) or `run.failed` (any other
 outcome); a `data.outcome` other than "done" is a failure, whichever event carries it,
-except one caused by invalid config (`data.cause` = "config"), which never counts.
+except one caused by invalid config (`data.cause` = "config") or a person's rejection of a paused
+call (`rejected`), which never count.
 """
 
 from __future__ import annotations
@@ -61,8 +62,10 @@ class FailureCounter:
                 if count:
                     await self.kv.put(key, b"0")
                 return
-            if run.cause == "config":
-                return  # a broken tasks.json is the file's fault, not the task's: never a pause
+            if run.cause in ("config", "rejected"):
+                # A broken tasks.json is the file's fault, a rejected call a person's choice:
+                # neither is the task failing, so never a pause.
+                return
             count += 1
             task = self.lookup(event.task)
             threshold = task.pause_after_failures if task else None

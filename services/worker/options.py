@@ -259,6 +259,10 @@ class SessionSpec:
     fence: Callable[[], Awaitable[str | None]] | None = None
     #: Hosts the agent's tools may reach (tasks.json `allowed_domains`); none by default.
     allowed_domains: list[str] = field(default_factory=list)
+    #: Pauses gated calls for a person and answers them on resume (gate.ApprovalGate).
+    gate: Any = None
+    #: Where the transcript is mirrored (session_store.MirrorOnly over NATS).
+    session_store: Any = None
 
 
 def network_sandbox(spec: SessionSpec) -> Any:  # the SDK's SandboxNetworkConfig
@@ -288,12 +292,27 @@ def build_options(settings: KodaSettings, layout: HomeLayout, spec: SessionSpec,
     async def guard_hook(hook_input: Any, tool_use_id: str | None, context: Any) -> Any:
         tool, tool_input = str(hook_input.get("tool_name", "")), dict(hook_input.get("tool_input") or {})
         reason = await spec.fence() if spec.fence else None
-        reason = (reason or check_tool(tool, tool_input, home, spec.gated)
+        gate = spec.gate
+        reason = (reason or check_tool(tool, tool_input, home, [] if gate else spec.gated)
                   or await check_network(tool, tool_input, spec.allowed_domains))
+        if reason is None and gate is not None and gate.gated(tool):
+            verdict = await gate.check(tool, tool_input, tool_use_id, hook_input.get("session_id"))
+            out: dict[str, Any] = {"hookEventName": "PreToolUse",
+                                   "permissionDecision": verdict.decision}
+            if verdict.reason:
+                out["permissionDecisionReason"] = verdict.reason
+            if verdict.updated_input is not None:
+                out["updatedInput"] = verdict.updated_input
+            return {"hookSpecificOutput": out}
         if reason is None:
             return {}
         return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "deny",
                                        "permissionDecisionReason": reason}}
+
+    async def after_hook(hook_input: Any, tool_use_id: str | None, context: Any) -> Any:
+        if spec.gate is not None:
+            await spec.gate.ran(tool_use_id, hook_input.get("tool_response"))
+        return {}
 
     async def allow(tool: str, tool_input: dict[str, Any], context: Any) -> Any:
         # The guard hook has already refused what is not allowed; nobody is there to ask.
@@ -323,13 +342,18 @@ def build_options(settings: KodaSettings, layout: HomeLayout, spec: SessionSpec,
         mcp_servers=servers,
         disallowed_tools=["WebSearch", "CronCreate", "CronDelete", "ScheduleWakeup", "EnterWorktree",
                           *network_disallowed(spec)],
-        hooks={"PreToolUse": [HookMatcher(matcher=None, hooks=[guard_hook])]},
+        hooks={"PreToolUse": [HookMatcher(matcher=None, hooks=[guard_hook])],
+               "PostToolUse": [HookMatcher(matcher=None, hooks=[after_hook])]},
         can_use_tool=allow,
         # Permission rules the CLI enforces itself; with the sandbox on, Read denies also bind
         # every Bash command at the OS level (bubblewrap), whatever the command's spelling.
         settings=json.dumps({"permissions": files["permissions"]}),
         sandbox=sandbox,
         resume=spec.resume,
+        session_store=spec.session_store,
+        # Each frame reaches NATS at once, not at the turn's end: a worker killed after a
+        # paused call ran leaves its result there for the next one.
+        session_store_flush="eager",
         stderr=stderr,
         cli_path=launcher(settings.expanded_state()),
     )

@@ -24,8 +24,19 @@ from .options import SessionSpec
 from .prompt import CONTINUE_PROMPT, user_prompt
 from .session import SessionResult
 
-#: Runs a session: (prompt, spec, seconds left) -> result. The service supplies it.
-SessionRunner = Callable[[str, SessionSpec, float], Awaitable[SessionResult]]
+#: Runs a session: (prompt, spec, seconds left) -> result. The service supplies it. A None
+#: prompt resumes `spec.resume` at the call it was paused at.
+SessionRunner = Callable[[str | None, SessionSpec, float], Awaitable[SessionResult]]
+
+
+@dataclass(frozen=True)
+class PausedSession:
+    """A session paused at a gated call whose decision has come: resume it in its step."""
+
+    session_id: str
+    #: None replays the deferred call; a prompt when the transcript already has its result
+    #: (a worker died after running it).
+    prompt: str | None
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,8 @@ def plan_steps(task: Task, request: RunRequest) -> list[StepPlan]:
 
 @dataclass
 class RunOutcome:
-    """The run so far: `outcome` is done, turn_cap, rate_limited, or failed."""
+    """The run so far: `outcome` is done, turn_cap, rate_limited, awaiting_approval (a gated
+    call paused the session `session_id`), or failed."""
 
     outcome: str = "done"
     steps: list[StepRecord] = field(default_factory=list)
@@ -62,6 +74,7 @@ class RunOutcome:
     window: dict[str, object] | None = None  # the last RateLimitEvent of any session
     models: dict[str, dict[str, float]] = field(default_factory=dict)
     cause: str | None = None  # set when no retry can help (missing_secret, no_handler, config)
+    session_id: str | None = None  # the session paused at a gated call
 
     def add(self, result: SessionResult) -> None:
         self.window = result.window or self.window
@@ -83,7 +96,12 @@ class Pipeline:
                  drafts: Path, system_for: Callable[[str | None], str], session: SessionRunner,
                  on_step: Callable[[str], None] | None = None, *, turn_cap: int | None = None,
                  model: str | None = None,
-                 learnings: Callable[[], str | None] = lambda: None) -> None:
+                 learnings: Callable[[], str | None] = lambda: None,
+                 paused: PausedSession | None = None,
+                 gate: object | None = None, session_store: object | None = None) -> None:
+        self.paused = paused
+        self.gate = gate  # gate.ApprovalGate: pauses gated calls, answers them on resume
+        self.session_store = session_store
         self.turn_cap = turn_cap  # set by admission for a run let go on smaller
         self.model = model
         self.task = task
@@ -113,6 +131,9 @@ class Pipeline:
                 await self.ledger.update(self.claim, step=index, continuations=0)
             result, record = await self._step(step, index, prior, deadline, out)
             out.steps.append(record)
+            if result.outcome == "awaiting_approval":
+                out.outcome, out.session_id, out.text = "awaiting_approval", result.session_id, result.text
+                return out
             if result.outcome != "done":
                 out.outcome = {"turn_cap": "turn_cap", "rate_limited": "rate_limited"}.get(
                     result.outcome, "failed")
@@ -130,7 +151,8 @@ class Pipeline:
                         out.error = str(exc)
                 prior.append((step.id, path))
             await self.ledger.update(self.claim, steps_done=[*self.claim.entry.steps_done, step.id],
-                                     step=index + 1, continuations=0)
+                                     step=index + 1, continuations=0, approval_id=None,
+                                     session_id=None)
             out.text = result.text
         return out
 
@@ -141,8 +163,14 @@ class Pipeline:
         turns_allowed = min(step.max_turns, self.turn_cap or step.max_turns)
         spec = SessionSpec(system_append=self.system_for(step.skill), max_turns=turns_allowed,
                            max_budget_usd=self.task.max_budget_usd, gated=list(self.task.gated),
-                           model=self.model, allowed_domains=list(self.task.allowed_domains))
+                           model=self.model, allowed_domains=list(self.task.allowed_domains),
+                           gate=self.gate, session_store=self.session_store)
         continuations = self.claim.entry.continuations
+        first: str | None = prompt
+        if self.paused is not None:
+            # The same options as the session had (same tools, sandbox, hook): only `resume`.
+            spec = replace(spec, resume=self.paused.session_id)
+            first, self.paused = self.paused.prompt, None
         turns = 0
         cost = 0.0
         while True:
@@ -151,7 +179,7 @@ class Pipeline:
                 result = SessionResult(outcome="timeout",
                                        error=f"time limit of {self.task.timeout_seconds}s reached")
                 break
-            result = await self.session(prompt, spec, left)
+            result = await self.session(first, spec, left)
             out.add(result)
             turns += result.turns
             cost += result.cost_usd
@@ -160,7 +188,7 @@ class Pipeline:
                 continuations += 1
                 await self.ledger.update(self.claim, continuations=continuations)
                 spec = replace(spec, resume=result.session_id)
-                prompt = CONTINUE_PROMPT
+                first = CONTINUE_PROMPT
                 continue
             break
         return result, StepRecord(id=step.id, outcome=result.outcome, turns=turns, cost_usd=cost,

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from koda.shared.approvals import ApprovalStore
 from koda.shared.bus import Delivery
 from koda.shared.errors import ConfigError, NoReply, Permanent, RetryLater
 from koda.shared.events import BadEvent, CancelRequested, RunEnded, RunRetrying, RunSkipped, RunStarted
@@ -36,21 +37,23 @@ from koda.shared.transcript import prune
 from .cancel import SUBJECT as CANCEL_SUBJECT
 from .cancel import RunsInHand
 from .cli_process import launcher
+from .gate import RESUME_PROMPT, ApprovalGate, refusal
 from .ledger import Claim, Ledger
 from .limits import Limits
 from .options import SessionSpec, build_options, config_dir, sandbox_problem, sandbox_refusal
-from .pipeline import Pipeline, RunOutcome
+from .pipeline import PausedSession, Pipeline, RunOutcome
 from .prompt import learnings_section, read_learnings, system_prompt
 from .quota import Quota
 from .records import append_daily_log, write_record
 from .resources import CAUSES as RESOURCE_CAUSE_BY_ERRNO
 from .resources import AlertGate, exhaustion
 from .session import SessionResult, run_session
+from .session_store import MirrorOnly, NatsSessionStore, call_answered
+from .timeline import Timeline
 from .tools import CONSOLIDATE_SKILL, KodaTools
 
 if TYPE_CHECKING:
     from .admission import Admission
-    from .timeline import Timeline
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,8 @@ class Unrunnable(Permanent):
 CONSUMER_MAX_DELIVER = 1000
 RESULT_CHARS = 1800
 #: Failure causes no retry can help: the run fails on its first attempt, with the reason.
-NO_RETRY = frozenset({"missing_secret", "no_handler", "config", "unapproved", "unknown_task"})
+NO_RETRY = frozenset({"missing_secret", "no_handler", "config", "unapproved", "unknown_task",
+                      "rejected"})
 RESOURCE_CAUSES = frozenset(RESOURCE_CAUSE_BY_ERRNO.values()) | {"out_of_memory"}
 
 
@@ -88,6 +92,7 @@ class WorkerService(Service):
         # Probes unshare/setpriv once, off the loop, before the first run needs the launcher.
         await asyncio.to_thread(launcher, self.settings.expanded_state())
         self.in_hand = RunsInHand()
+        self.sessions = NatsSessionStore(self.bus)
         self._pruned_at = 0.0
         self._prune_transcripts()
         sub = await self.bus.nc.subscribe(CANCEL_SUBJECT, cb=self._on_cancel)
@@ -160,11 +165,14 @@ class WorkerService(Service):
         except Unrunnable as exc:
             await self._emit_failed(request, "failed", str(exc), cause=exc.cause)
             return exc
+        if await self._still_waiting(request):
+            return None  # its decision publishes a request of its own
         refusal = await self.limits.check()
         if refusal is not None and refusal.retry_in is not None:
             return RetryLater(refusal.retry_in + self._jitter(), refusal.message)
-        admission = None if refusal or task.script else await self.quota.admit(
-            task, request, self.tasks.value)
+        # A run a person has just decided on is resumed, not weighed again against the budget.
+        admission = None if refusal or task.script or request.resume_approval \
+            else await self.quota.admit(task, request, self.tasks.value)
         if admission is not None and admission.decision == "skip":
             await self.bus.emit(self.bus.event(
                 "run.skipped", f"{task.id} skipped: {admission.reason}"[:300], task=task.id,
@@ -208,19 +216,34 @@ class WorkerService(Service):
             "run.started", f"{task.id} started", task=task.id, run_id=request.run_id,
             data=RunStarted(trigger=request.trigger, step=claim.entry.step, resumed=claim.resumed,
                             steps_done=claim.entry.steps_done)))
-        from .timeline import Timeline
         timeline = Timeline(self.settings.expanded_state(), request.run_id, self.redact)
         timeline.add("start", task=task.id, trigger=request.trigger, attempt=claim.entry.attempt,
                      resumed=claim.resumed, step=claim.entry.step, requested_by=request.requested_by,
                      delivery=delivery.attempt)
+        gate = ApprovalGate(self.bus, task, request.run_id, self.redact,
+                            self.settings.approval_verify_key, timeline)
         tools = KodaTools(self.bus, self.layout, task, request.run_id, self.redact,
                           self.settings.worker_tool_timeout,
-                          fence=lambda: self.ledger.superseded(claim), timeline=timeline)
+                          fence=lambda: self.ledger.superseded(claim), timeline=timeline, gate=gate)
+        paused: PausedSession | None = None
+        if not task.script and claim.entry.session_id and claim.entry.approval_id:
+            decided = await self._decided(claim, timeline)
+            if isinstance(decided, str):  # rejected or expired, and the task ends there
+                return await self._finish(claim, base, "cancelled", started, request=request,
+                                          error=decided, cause="rejected")
+            paused = decided
+            # What the paused session saved before it stopped belongs to this run's record too.
+            drafts = self.layout.drafts / request.run_id
+            tools.artifacts.extend(sorted(
+                p.relative_to(self.layout.root).as_posix() for p in drafts.glob("*")
+                if p.is_file() and not p.is_symlink()))
         ticker = asyncio.create_task(self._progress(delivery))
         if task.script:
             work = asyncio.ensure_future(self._script(task, request, claim, tools))
         else:
             pipeline = self._pipeline(task, request, claim, tools, timeline)
+            pipeline.paused, pipeline.gate = paused, gate
+            pipeline.session_store = MirrorOnly(self.sessions)
             if admission is not None:
                 pipeline.turn_cap, pipeline.model = admission.max_turns, admission.model
             work = asyncio.ensure_future(pipeline.run(started + task.timeout_seconds))
@@ -243,6 +266,9 @@ class WorkerService(Service):
         if task.id != CONSOLIDATE_SKILL and read_learnings(self.layout)[1] > LEARNINGS_CAP:
             await tools.queue_consolidation()  # also when the agent edited learnings.md itself
         await self.quota.account(task, outcome, self.tasks.value)
+        if outcome.outcome == "awaiting_approval" and gate.paused is not None:
+            await self._await_approval(task, claim, outcome, gate, timeline)
+            return None
         if outcome.outcome == "rate_limited":
             retry = await self._rate_limited(task, claim, outcome)
             timeline.add("notice", text=f"{retry.reason}; runs again in {retry.delay:.0f}s")
@@ -282,13 +308,64 @@ class WorkerService(Service):
                              next_attempt_at=next_at, note=note)))
         return RetryLater(delay, note)
 
+    async def _still_waiting(self, request: RunRequest) -> bool:
+        """True for a run paused at a gated call nobody has decided on yet."""
+        found = await self.ledger.get(request.run_id)
+        if found is None or found[0].status != "awaiting_approval" or not found[0].approval_id:
+            return False
+        got = await ApprovalStore(self.bus, self.redact).get(found[0].approval_id)
+        if got is not None and got[0].status == "pending":
+            log.info("run waits for approval %s; delivery dropped", found[0].approval_id,
+                     extra={"run_id": request.run_id})
+            return True
+        return False
+
+    async def _decided(self, claim: Claim, timeline: Timeline) -> PausedSession | str:
+        """How a paused session goes on: resumed (its transcript restored from NATS into this
+        worker's CLI folder), or, for a rejection the task ends on, the reason it ends."""
+        entry = claim.entry
+        assert entry.session_id and entry.approval_id
+        got = await ApprovalStore(self.bus, self.redact).get(entry.approval_id)
+        task = self.task_for(entry.task)
+        record = got[0] if got else None
+        if record is not None and record.status in ("rejected", "expired") \
+                and task.on_rejection == "end":
+            timeline.add("notice", text=f"run ends: {refusal(record)}")
+            return refusal(record)
+        entries = await self.sessions.restore(entry.session_id, self.layout.root,
+                                              config_dir(self.settings))
+        answered = record is not None and record.tool_use_id is not None \
+            and call_answered(entries, record.tool_use_id)
+        status = record.status if record else "gone"
+        timeline.add("notice", text=f"approval {entry.approval_id} {status}: session "
+                     f"{entry.session_id} resumes on {self.instance}")
+        return PausedSession(entry.session_id, RESUME_PROMPT if answered else None)
+
+    async def _await_approval(self, task: Task, claim: Claim, outcome: RunOutcome,
+                              gate: ApprovalGate, timeline: Timeline) -> None:
+        """The session stopped at a gated call: the run waits, holding nothing (the delivery
+        is acknowledged; the decision queues the run again)."""
+        record = gate.paused
+        assert record is not None
+        await self.ledger.update(claim, status="awaiting_approval", approval_id=record.id,
+                                 session_id=outcome.session_id or record.session_id, error=None)
+        timeline.add("notice", text=f"waiting for approval {record.id} ({record.action})")
+        await self.bus.emit(self.bus.event(
+            "run.awaiting_approval", f"{task.id} waits for approval of {record.action}"[:300],
+            task=task.id, run_id=claim.entry.run_id,
+            data={"approval_id": record.id, "action": record.action, "tool": record.tool,
+                  "session_id": outcome.session_id or record.session_id,
+                  "expires_at": record.expires_at.isoformat() if record.expires_at else None}))
+
     def _pipeline(self, task: Task, request: RunRequest, claim: Claim, tools: KodaTools,
                   timeline: Timeline) -> Pipeline:
         def on_step(step: str) -> None:
             tools.step = step
+            if tools.gate is not None:
+                tools.gate.step = step
             timeline.step(step, claim.entry.step)
 
-        async def session(prompt: str, spec: SessionSpec, left: float) -> SessionResult:
+        async def session(prompt: str | None, spec: SessionSpec, left: float) -> SessionResult:
             await self.ledger.check(claim)  # no model request from an attempt taken over
             # The first import of the SDK takes seconds on a busy host: off the loop, so the
             # progress acks go on and JetStream does not hand the run to a second attempt.
@@ -464,7 +541,6 @@ class WorkerService(Service):
         record = RunRecord(run_id=run_id, task=entry.task, trigger="unknown", outcome="cancelled",
                            started_at=now, error=f"cancelled by {by}")
         write_record(self.layout, record)
-        from .timeline import Timeline
         Timeline(self.settings.expanded_state(), run_id, self.redact).add("cancel", by=by)
         await self.bus.emit(self.bus.event(
             "run.failed", f"{entry.task} cancelled by {by}"[:300], severity="warning",

@@ -1,6 +1,7 @@
 """One Claude Agent SDK session, reduced to an outcome the pipeline can act on.
 
 Outcomes: `done`; `turn_cap` (the CLI's `error_max_turns`); `budget` (`error_max_budget_usd`);
+`awaiting_approval` (the guard hook deferred a gated call: `deferred` holds it);
 `rate_limited` (a 429, an `api_retry` carrying a 429, or a rejected `RateLimitEvent`: the session
 is stopped at once instead of letting the CLI retry into the limit); `timeout`; `error`.
 """
@@ -37,6 +38,10 @@ class SessionResult:
     window: dict[str, Any] | None = None
     #: Per model: input, output, cache_read, cache_write tokens and cost_usd (the CLI's modelUsage).
     models: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: The call a PreToolUse hook deferred (id, name, input): the session waits for a person.
+    deferred: dict[str, Any] | None = None
+    #: Transcript batches the SDK could not mirror to NATS (a paused session needs them all).
+    mirror_errors: int = 0
 
 
 def _window(info: Any) -> dict[str, Any]:
@@ -72,12 +77,14 @@ def _usage(result: SessionResult, usage: dict[str, Any] | None) -> None:
         result.output_tokens += int(usage.get("output_tokens") or 0)
 
 
-async def run_session(prompt: str, options: Any, *, timeout: float,
+async def run_session(prompt: str | None, options: Any, *, timeout: float,
                       on_message: Callable[[Any], Awaitable[None]] | None = None) -> SessionResult:
-    """Run `prompt` with `options` to its end, a limit, or a rate limit."""
+    """Run `prompt` with `options` to its end, a limit, or a rate limit. Without a prompt,
+    `options.resume` names a session paused at a deferred call: the CLI replays that call."""
     from claude_agent_sdk import (
         AssistantMessage,
         ClaudeSDKClient,
+        MirrorErrorMessage,
         RateLimitEvent,
         ResultMessage,
         SystemMessage,
@@ -94,11 +101,14 @@ async def run_session(prompt: str, options: Any, *, timeout: float,
     try:
         async with asyncio.timeout(timeout), ClaudeSDKClient(options=options) as client:
             process = _cli_process(client)
-            await client.query(prompt)
+            if prompt is not None:
+                await client.query(prompt)
             async for message in client.receive_response():
                 if on_message is not None:
                     await on_message(message)
-                if isinstance(message, AssistantMessage):
+                if isinstance(message, MirrorErrorMessage):
+                    result.mirror_errors += 1
+                elif isinstance(message, AssistantMessage):
                     texts = [b.text for b in message.content if isinstance(b, TextBlock)]
                     if texts:
                         last_text = "\n".join(texts)
@@ -179,7 +189,15 @@ def _finish(result: SessionResult, message: Any, last_text: str) -> None:
     _models(result, message.model_usage)
     result.text = message.result or last_text
     subtype = message.subtype
-    if subtype == "error_max_turns":
+    deferred = getattr(message, "deferred_tool_use", None)
+    if deferred is not None:
+        result.deferred = {"id": deferred.id, "name": deferred.name, "input": deferred.input}
+        if result.mirror_errors:
+            result.outcome = "error"
+            result.error = "the paused session's transcript could not be saved to NATS"
+        else:
+            result.outcome, result.error = "awaiting_approval", None
+    elif subtype == "error_max_turns":
         result.outcome, result.error = "turn_cap", f"reached the turn cap ({result.turns} turns)"
     elif subtype == "error_max_budget_usd":
         result.outcome, result.error = "budget", f"session budget spent (${result.cost_usd:.4f})"

@@ -8,6 +8,7 @@ they can be exercised without the SDK; `server()` wraps them for a session.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -16,17 +17,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from nats.js.errors import KeyNotFoundError
+
 from koda.shared.approvals import ApprovalStore, is_gated, new_proposal
 from koda.shared.bus import Bus
 from koda.shared.errors import NoReply
 from koda.shared.events import Notify
 from koda.shared.home import LEARNINGS_CAP, HomeLayout
 from koda.shared.messages import (
+    ActionRecord,
     ActionRequest,
     ActionResult,
+    ApprovalRecord,
     RunRequest,
     ScrapeRequest,
     ScrapeResult,
+    action_key,
     content_key,
     new_run_id,
 )
@@ -66,6 +72,7 @@ class KodaTools:
     #: A reason when this attempt no longer owns its run (the ledger's fencing token moved on).
     fence: Callable[[], Awaitable[str | None]] | None = None
     timeline: Any = None  # the run's Timeline (timeline.py): approvals and artifacts go in it
+    gate: Any = None  # gate.ApprovalGate: propose_action pauses the run until a person decides
 
     @property
     def drafts(self) -> Any:
@@ -118,6 +125,9 @@ class KodaTools:
         return _ok("sent to the humans")
 
     async def propose_action(self, args: dict[str, Any]) -> Result:
+        approved = self._approved(str(args.get("action", "")).strip())
+        if approved is not None:
+            return await self.action_outcome(approved)
         action = str(args.get("action", "")).strip()
         if not action:
             return _error("action is required, e.g. social.post")
@@ -135,6 +145,38 @@ class KodaTools:
                               step=self.step)
         return _ok(f"proposed {action} as approval {stored.id} ({stored.status}); a person decides. "
                    "Do not do it another way.")
+
+    def _approved(self, action: str) -> ApprovalRecord | None:
+        """The approved proposal the guard hook just let through (a resumed session)."""
+        allowed = self.gate.allowed if self.gate is not None else []
+        for index, record in enumerate(allowed):
+            if record.action == action:
+                return allowed.pop(index)  # type: ignore[no-any-return]
+        return None
+
+    async def action_outcome(self, record: ApprovalRecord) -> Result:
+        """What the approved action did: its result in the `actions` KV under `approval:<id>`
+        (the key it runs once under), waited for up to the tool timeout."""
+        key = record.idempotency_key or f"approval:{record.id}"
+        kv = self.bus.kv["actions"]
+        edited = " (as edited by the approver)" if record.original_args is not None else ""
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        while True:
+            try:
+                entry = await kv.get(action_key(key))
+                done = ActionRecord.from_bytes(entry.value) if entry.value else None
+            except KeyNotFoundError:
+                done = None
+            if done is not None and done.status == "done" and done.result is not None:
+                result = done.result
+                status = "ok" if result.ok else f"failed ({result.error or result.exit_code})"
+                return _untrusted(f"action {record.action}",
+                                  f"approved by {record.decided_by}{edited}; {status}\n{result.output}",
+                                  self.redact, not result.ok)
+            if asyncio.get_running_loop().time() >= deadline:
+                return _ok(f"{record.action} was approved by {record.decided_by}{edited} and queued "
+                           f"as {key}; its result was not back within {self.timeout:.0f}s.")
+            await asyncio.sleep(0.25)
 
     async def run_script(self, args: dict[str, Any]) -> Result:
         name = str(args.get("name", ""))

@@ -30,7 +30,7 @@ CREDENTIAL_OWNERS = {
     "discord_token": {"gateway"},
     "console_token": {"gateway"},
     "approval_signing_key": {"gateway"},
-    "approval_verify_key": {"actions"},  # public, but only actions verifies
+    "approval_verify_key": {"actions", "worker"},  # public; actions and the worker verify
 }
 #: The services that write into the agent home; the others mount it read-only.
 WRITES_HOME = {"worker", "actions", "scraper"}
@@ -169,7 +169,8 @@ def test_credentials_reach_only_their_service(model: dict[str, Any]) -> None:
         held = {secret_values[v.strip('"')] for v in env.values()
                 if v and v.strip('"') in secret_values}
         if name == "worker":
-            assert held == {"ANTHROPIC_API_KEY", "KODA_NATS_PASSWORD_WORKER"}
+            assert held == {"ANTHROPIC_API_KEY", "KODA_NATS_PASSWORD_WORKER",
+                            "KODA_APPROVAL_VERIFY_KEY"}
         elif name == "gateway":  # the only holder of the approval signing key
             assert held == {"KODA_NATS_PASSWORD_GATEWAY", "KODA_APPROVAL_SIGNING_KEY"}
         elif name == "actions":  # the public half, to verify decisions

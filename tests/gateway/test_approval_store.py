@@ -90,3 +90,33 @@ async def test_a_decision_racing_a_note_or_a_reminder_still_counts(bus: Bus, hom
         assert final.status == "approved" and final.dispatched
         assert noted == (final.discord_message_id == 1000 + i)
     assert len(await actions_published(bus, "video.publish")) == 15
+
+
+async def test_a_decision_whose_wake_up_was_cut_short_wakes_the_run_on_the_next_sweep(
+        bus: Bus, home: object) -> None:
+    """The gateway died between storing a decision on a paused call and queueing the run:
+    `dispatch_pending` (gateway start, every sweep) queues it, once, and dispatches nothing."""
+    from koda.shared.messages import ApprovalRecord, RunRequest
+
+    store = ApprovalStore(bus)
+    record = await store.propose(ApprovalRecord(
+        id="publish.m2.abcdef012345", task="publish", run_id="publish.m2",
+        action="mcp__youtube__upload", args={"title": "hello"}, tool="mcp__youtube__upload",
+        tool_input={"title": "hello"}, tool_use_id="toolu_02",
+        session_id="00000000-0000-4000-8000-000000000002",
+        expires_at=datetime.now(UTC) + timedelta(hours=1)))
+    got = await store.get(record.id)
+    assert got is not None
+    # The first half of `decide` alone: the decision is stored (signed), then the process dies
+    # before the wake-up is sent.
+    await store._transition(got[0], got[1], "approved", "4242", datetime.now(UTC))
+    assert not (await store.get(record.id))[0].woken  # type: ignore[index]
+    assert await store.dispatch_pending() == 0  # not an action: nothing to ACTIONS
+    assert await store.dispatch_pending() == 0  # and a second sweep queues nothing more
+    info = await bus.js.stream_info("RUNS")
+    assert info.state.messages == 1
+    msg = await bus.js.get_msg("RUNS", info.state.last_seq)
+    woke = RunRequest.model_validate_json(msg.data)
+    assert (woke.run_id, woke.resume_approval) == ("publish.m2", record.id)
+    assert (await store.get(record.id))[0].woken  # type: ignore[index]
+    assert await actions_published(bus, "mcp__youtube__upload") == []

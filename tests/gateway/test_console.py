@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -186,3 +187,39 @@ async def test_console_still_serves_with_a_generated_token_when_none_is_set(
     off = [r for r in caplog.records if "Discord bot off" in r.getMessage()]
     assert len(off) == 1 and "KODA_DISCORD_TOKEN" in off[0].getMessage()
     assert token not in caplog.text
+
+
+async def test_an_approver_edits_a_paused_call_from_the_console_and_the_run_is_woken(
+        console: str, bus: Bus, gw_settings: KodaSettings) -> None:
+    """`args` with approve replaces the agent's arguments: signed as edited, audited, and the
+    paused run is queued again to resume with them."""
+    from datetime import UTC, datetime, timedelta
+
+    from koda.shared.approvals import genuine
+    from koda.shared.messages import ApprovalRecord
+
+    store = ApprovalStore(bus)
+    record = await store.propose(ApprovalRecord(
+        id="publish.m1.abcdef012345", task="publish", run_id="publish.m1",
+        action="mcp__youtube__upload", args={"title": "hello"}, tool="mcp__youtube__upload",
+        tool_input={"title": "hello"}, tool_use_id="toolu_01", session_id=str(
+            "0" * 8 + "-0000-4000-8000-" + "0" * 12),
+        expires_at=datetime.now(UTC) + timedelta(hours=1)))
+    woken = await bus.js.pull_subscribe("koda.runs.publish", durable="console-edit-test",
+                                        stream="RUNS")
+    async with httpx.AsyncClient(base_url=console,
+                                 headers={"Authorization": f"Bearer {CONSOLE_TOKEN}"}) as http:
+        bad = await http.post(f"/approvals/{record.id}/approve", data={"args": "[1]"})
+        assert bad.status_code == 400 and "JSON object" in bad.text
+        ok = await http.post(f"/approvals/{record.id}/approve",
+                             data={"args": json.dumps({"title": "a better title"}), "by": "terminal"})
+        assert ok.status_code == 200, ok.text
+    got = await store.get(record.id)
+    assert got is not None
+    decided = got[0]
+    assert decided.args == {"title": "a better title"} and decided.original_args == {"title": "hello"}
+    assert genuine(decided, gw_settings.approval_verify_key) and decided.woken
+    assert not decided.dispatched  # a tool call is not an action: the resumed session runs it
+    [msg] = await woken.fetch(1, timeout=5)
+    request = RunRequest.model_validate_json(msg.data)
+    assert (request.run_id, request.resume_approval) == ("publish.m1", record.id)

@@ -32,7 +32,8 @@ async def test_approval_is_posted_with_buttons_and_an_approver_click_runs_it_onc
     message = await posted_message(fake_discord, record.id)
     assert gateway.service is not None
     assert "koda_approvals_pending 1.0" in generate_latest(gateway.service.registry).decode()
-    assert buttons(message) == [f"koda:approve:{record.id}", f"koda:reject:{record.id}"]
+    assert buttons(message) == [f"koda:approve:{record.id}", f"koda:reject:{record.id}",
+                                f"koda:edit:{record.id}"]
     assert "video.publish" in message["content"] and "New video is ready" in message["content"]
 
     # Someone not on the allowlist: told so privately, and nothing changes.
@@ -205,3 +206,39 @@ async def test_a_pending_approval_survives_nats_and_the_gateway_restarting(
     clicked = await fake_discord.click(message["id"], f"koda:approve:{record.id}", APPROVER)
     assert "Approved" in (await fake_discord.outcome(clicked))["content"]
     assert len(await actions_published(bus, "video.publish")) == 1
+
+
+async def test_an_approver_edits_the_arguments_in_a_form_and_approves_them(
+        gateway: RunningGateway, fake_discord: FakeDiscord, bus: Bus) -> None:
+    """Edit opens a form with the arguments as JSON; submitting it approves the edited call
+    (signed as edited, `original_args` kept) and wakes the paused run."""
+    store = ApprovalStore(bus)
+    record = await store.propose(ApprovalRecord(
+        id="publish.m1.abcdef012345", task="publish", run_id="publish.m1",
+        action="mcp__youtube__upload", args={"title": "hello"}, tool="mcp__youtube__upload",
+        tool_input={"title": "hello"}, tool_use_id="toolu_01",
+        session_id="00000000-0000-4000-8000-000000000000",
+        expires_at=datetime.now(UTC) + timedelta(hours=1)))
+    message = await posted_message(fake_discord, record.id)
+    refused = await fake_discord.click(message["id"], f"koda:edit:{record.id}", STRANGER)
+    assert "not on" in (await fake_discord.response(refused))["data"]["content"]
+    opened = await fake_discord.click(message["id"], f"koda:edit:{record.id}", APPROVER)
+    form = await fake_discord.response(opened)
+    assert form["type"] == 9 and '"hello"' in str(form["data"])
+    bad = await fake_discord.submit_form(opened, APPROVER, {"args": "[1, 2]"})
+    assert "JSON object" in (await fake_discord.response(bad))["data"]["content"]
+    assert (await store.get(record.id))[0].status == "pending"  # type: ignore[index]
+    # The form closes on submit (as on Discord): the approver opens it again.
+    opened = await fake_discord.click(message["id"], f"koda:edit:{record.id}", APPROVER)
+    await fake_discord.response(opened)
+    sent = await fake_discord.submit_form(opened, APPROVER, {"args": '{"title": "better"}'})
+    await fake_discord.response(sent)
+
+    async def decided() -> ApprovalRecord | None:
+        got = await store.get(record.id)
+        return got[0] if got and got[0].woken else None
+    done = await eventually(decided)
+    assert done.status == "approved" and done.decided_by == str(APPROVER)
+    assert done.args == {"title": "better"} and done.original_args == {"title": "hello"}
+    assert not done.dispatched  # a paused tool call runs in its resumed session, not in ACTIONS
+

@@ -79,7 +79,7 @@ async def test_button_ids_stay_within_100_characters_whatever_the_task_id(
     message = await fake_discord.wait_for(lambda: next(
         (m for m in fake_discord.posted("approvals") if record.id in m["content"]), None))
     ids = buttons(message)
-    assert len(ids) == 2 and all(len(i) <= 100 for i in ids)
+    assert len(ids) == 3 and all(len(i) <= 100 for i in ids)
     assert not fake_discord.refusals
     clicked = await fake_discord.click(message["id"], ids[0], APPROVER)
     assert "Approved" in (await fake_discord.outcome(clicked))["content"]

@@ -214,17 +214,25 @@ async def test_the_creators_week(wsettings: KodaSettings, fake_api: FakeAnthropi
                                  scheduled_for=now, trigger="manual")
                 await bus.publish(f"koda.runs.{task}", run, msg_id=run.run_id, timeout=30)
             try:
-                await events.wait(lambda: len(events.finished()) >= len(week), timeout=240)
+                # Two runs end; the three that propose a public action wait for a person.
+                await events.wait(lambda: len(events.finished()) >= 2
+                                  and len(events.of("run.awaiting_approval")) >= 3, timeout=240)
+                approved = await approve_in_discord(discord, events, wanted=3)
+                # Each approval resumes its session, which reads the action's result and ends.
+                await events.wait(lambda: len(events.finished()) >= len(week), timeout=180)
             except TimeoutError:
                 for e in events.items:
                     print("EVENT", e.event, e.task, e.run_id, str(e.data)[:300])
                 raise
             failed = [e for e in events.finished() if e.event != "run.finished"]
             assert not failed, [(e.task, e.data.get("error")) for e in failed]
-            approved = await approve_in_discord(discord, events, wanted=3)
         await discord.stop()
         assert {r.id for r in await ApprovalStore(bus).all() if r.status == "approved"} == approved
 
+        # The agent's next request after each approval carries what the action did.
+        told = [c.last_tool_result() for c in fake_api.main_calls()
+                if "approved by 424242424242424242" in c.last_tool_result()]
+        assert len(told) == 3 and all("; ok" in t for t in told), told
         done = [e for e in events.of("action.done") if e.data.get("approval_id")]
         assert sorted(e.data["name"] for e in done) == ["blog.publish", "social.post", "video.publish"]
         assert all(e.data["ok"] for e in done), [e.data for e in done]

@@ -134,6 +134,8 @@ class WorkerProcess:
             "KODA_MAX_DELIVER": str(s.max_deliver),
             "ANTHROPIC_BASE_URL": s.anthropic_base_url or "",
             "ANTHROPIC_API_KEY": API_KEY,
+            # Public: the worker checks the gateway's signature on a decision it resumes with.
+            "KODA_APPROVAL_VERIFY_KEY": s.approval_verify_key or "",
         }
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "koda.services.worker"], env=env,

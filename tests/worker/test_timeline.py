@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from koda.shared.approvals import ApprovalStore
 from koda.shared.bus import Bus
 from koda.shared.home import HomeLayout
 from koda.shared.messages import RunLedgerEntry
@@ -40,6 +41,10 @@ async def test_a_run_leaves_a_redacted_transcript_of_turns_tools_tokens_and_appr
     request = run_request("post")
     async with running_worker(wsettings):
         await publish_run(bus, request)
+        # propose_action pauses the run; a rejection resumes it and the agent ends its step.
+        await events.wait(lambda: events.of("run.awaiting_approval", request.run_id), timeout=90)
+        [paused] = events.of("run.awaiting_approval", request.run_id)
+        await ApprovalStore(bus).decide(paused.data["approval_id"], False, "4242")
         await events.wait(lambda: events.finished_for(request.run_id), timeout=90)
     [end] = events.finished_for(request.run_id)
     assert end.data["outcome"] == "done", end
@@ -49,7 +54,8 @@ async def test_a_run_leaves_a_redacted_transcript_of_turns_tools_tokens_and_appr
     entries = read_entries(wsettings.expanded_state(), request.run_id)
     kinds = [e["kind"] for e in entries]
     assert kinds[0] == "start" and kinds[-1] == "end" and entries[-1]["outcome"] == "done"
-    assert [e["step"] for e in entries if e["kind"] == "step"] == ["draft", "publish"]
+    # The resumed delivery enters the publish step again (it resumes its paused session).
+    assert [e["step"] for e in entries if e["kind"] == "step"] == ["draft", "publish", "publish"]
     [bash] = [e for e in entries if e["kind"] == "tool" and e["name"] == "Bash"]
     assert "echo hello-from-bash" in bash["input"]["text"]
     [result] = [e for e in entries if e["kind"] == "tool_result" and e["id"] == bash["id"]]
@@ -60,7 +66,7 @@ async def test_a_run_leaves_a_redacted_transcript_of_turns_tools_tokens_and_appr
     turns = [e for e in entries if e["kind"] == "turn"]
     assert len(turns) == 5 and all(t["output_tokens"] > 0 for t in turns)
     sessions = [e for e in entries if e["kind"] == "session"]
-    assert len(sessions) == 2 and all(s["outcome"] == "done" for s in sessions)
+    assert [s["outcome"] for s in sessions] == ["done", "awaiting_approval", "done"]
     [artifact] = [e for e in entries if e["kind"] == "artifact"]
     assert artifact["path"] == f"data/drafts/{request.run_id}/post.md"
     [approval] = [e for e in entries if e["kind"] == "approval"]

@@ -74,7 +74,19 @@ async def test_koda_tools_from_a_real_session(
     request = run_request("tooling")
     async with running_worker(wsettings):
         await publish_run(bus, request)
-        await events.wait(lambda: len(events.finished()) == 2, timeout=60)
+        # propose_action and the gated Write each pause the run; each is rejected in turn.
+        store = ApprovalStore(bus)
+        await events.wait(lambda: events.of("run.awaiting_approval", request.run_id), timeout=60)
+        [approval] = await store.pending()
+        assert (approval.action, approval.args, approval.run_id) == (
+            "social.post", {"text": "hello world"}, request.run_id)
+        await store.decide(approval.id, False, "4242", note="not now")
+        await events.wait(lambda: len(events.of("run.awaiting_approval", request.run_id)) == 2,
+                          timeout=60)
+        [write] = await store.pending()
+        assert write.tool == "Write" and (write.tool_input or {})["content"] == "posting it myself"
+        await store.decide(write.id, False, "4242")
+        await events.wait(lambda: len(events.finished()) == 2, timeout=90)
     [event] = events.finished_for(request.run_id)
     assert event.data["outcome"] == "done", event
     assert event.data["artifacts"] == [f"data/drafts/{request.run_id}/post.md"]
@@ -85,14 +97,12 @@ async def test_koda_tools_from_a_real_session(
     assert consolidation.data["outcome"] == "done"
     [note] = events.of("agent.notify")
     assert note.data["text"] == "draft ready" and note.run_id == request.run_id
-    [approval] = await ApprovalStore(bus).pending()
-    assert (approval.action, approval.args, approval.run_id) == ("social.post", {"text": "hello world"},
-                                                                 request.run_id)
     assert responders == ["script.youtube-stats", "scrape.skool"]
     results = [c.last_tool_result() for c in fake_api.main_calls() if "Use every tool." in c.prompt][1:]
     assert "views: 1200" in results[4] and "[redacted]" in results[4] and "untrusted" in results[4]
     assert "IGNORE ALL PREVIOUS" in results[5] and "untrusted" in results[5]
-    assert "propose_action" in results[6]  # the gated Write was refused, pointing the way
+    assert "rejected by 4242: not now" in results[3]  # the agent is told
+    assert "rejected by 4242" in results[6]  # the gated Write paused too, and was refused
     assert (layout.root / "post.md").exists() is False
     assert SCRIPT_SECRET not in fake_api.all_text()
 
