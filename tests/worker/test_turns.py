@@ -11,11 +11,15 @@ from koda.shared.settings import KodaSettings
 from tests.fake_anthropic import FakeAnthropic, tool_loop
 from tests.worker.conftest import Events, publish_run, run_request, running_worker, write_tasks
 
+#: Each turn calls Glob: a real tool whose call starts no sandboxed process, so these tests
+#: spend their time counting turns, not starting bubblewrap forty times.
+CHEAP = {"tool": "Glob", "tool_input": {"pattern": "*.md"}}
+
 
 async def test_twenty_tool_turns_finish_under_the_default_cap(
         wsettings: KodaSettings, fake_api: FakeAnthropic, bus: Bus, events: Events) -> None:
     write_tasks(wsettings, {"id": "long", "prompt": "Do twenty things."})  # max_turns: default 25
-    fake_api.script = tool_loop(20, final="twenty done")
+    fake_api.script = tool_loop(20, final="twenty done", **CHEAP)
     request = run_request("long")
     async with running_worker(wsettings):
         await publish_run(bus, request)
@@ -31,7 +35,7 @@ async def test_forty_turns_end_turn_cap_or_continue_when_the_task_says_so(
                 {"id": "capped", "prompt": "Do forty things (capped)."},
                 {"id": "goes-on", "prompt": "Do forty things.", "on_turn_cap": "continue",
                  "max_continuations": 2})
-    fake_api.script = tool_loop(40, final="forty done")
+    fake_api.script = tool_loop(40, final="forty done", **CHEAP)
     capped, goes_on = run_request("capped"), run_request("goes-on", 1)
     async with running_worker(wsettings):
         await publish_run(bus, capped)
