@@ -59,5 +59,5 @@ USER 10001:10001
 WORKDIR /koda
 # Set KODA_SERVICE to the service a container runs (compose sets its own healthcheck instead).
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
-    CMD ["sh", "-c", "koda health \"${KODA_SERVICE:?set KODA_SERVICE to the service this container runs}\""]
+    CMD ["sh", "-c", "koda health \"${KODA_SERVICE:?set KODA_SERVICE to the service this container runs}\" --liveness"]
 CMD ["koda", "--help"]

@@ -21,12 +21,19 @@
 #   5. `koda status` inside a container shows every service UP;
 #   6. Prometheus has every target up, and the watchdog's probe of the gateway passes;
 #   7. `down` then `up` keeps the run history;
-#   8. a killed service process is back and healthy within $E2E_RESTART_BOUND seconds.
+#   8. a killed service process is back and healthy within $E2E_RESTART_BOUND seconds;
+#   9. with `--scale worker=3` (the whole run uses three workers): runs queued at once spread over
+#      the three, a worker killed mid-run loses none, and each finishes exactly once;
+#  10. a hung worker (alive, no heartbeat: SIGSTOP) is killed by its own health check and is back
+#      and healthy within $E2E_HANG_BOUND seconds, and no run finished twice meanwhile.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 E2E_CACHE=${E2E_CACHE:-/var/tmp/koda-e2e}
 E2E_RESTART_BOUND=${E2E_RESTART_BOUND:-120}
+E2E_HANG_BOUND=${E2E_HANG_BOUND:-180}
+WORKERS=3
+PASSED=0
 # shellcheck source=tests/compose/engine.sh
 source "$REPO/tests/compose/engine.sh"
 
@@ -61,8 +68,8 @@ cleanup() {
     [[ -n $FAKE_PID ]] && kill "$FAKE_PID" 2>/dev/null
     engine_down
     log "$( ((code == 0)) && echo PASSED || echo FAILED) in $((SECONDS - STARTED)) s"
-    # The plain closing line CI reads: the eight checks above, all or the one that failed.
-    if ((code == 0)); then echo "compose-e2e: 8 passed, 0 failed"; else echo "compose-e2e: 0 passed, 1 failed"; fi
+    # The plain closing line CI reads: the checks above, all, or those before the one that failed.
+    if ((code == 0)); then echo "compose-e2e: $PASSED passed, 0 failed"; else echo "compose-e2e: $PASSED passed, 1 failed"; fi
     exit "$code"
 }
 trap cleanup EXIT
@@ -82,6 +89,27 @@ free_port() {
 }
 
 in_netns() { nsenter --net="/run/netns/$E2E_NETNS" "$@"; }
+
+# A check passed: say so (numbered as in the header) and count it for the closing line.
+passed() { log "$*"; PASSED=$((PASSED + 1)); }
+
+# Sends signal $2 to the `koda service $3` process in container $1: the service itself, not PID 1
+# (`init: true`'s docker-init, which exits when its child does).
+signal_service() {
+    docker exec -i "$1" python - "$2" "$3" <<'EOF'
+import os, sys
+sig, service = int(sys.argv[1]), sys.argv[2]
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+    except OSError:
+        continue
+    if cmd.endswith(f"koda\0service\0{service}\0".encode()) and not cmd.startswith(b"/sbin/docker-init"):
+        os.kill(int(pid), sig)
+        raise SystemExit(0)
+raise SystemExit(f"no {service} process")
+EOF
+}
 
 # Polls `cond` (a command) every second for up to `secs`; prints how long it took.
 wait_for() {
@@ -144,6 +172,8 @@ KODA_CONSOLE_BIND=127.0.0.1:$CONSOLE_PORT
 PROMETHEUS_BIND=127.0.0.1:$PROM_PORT
 GRAFANA_BIND=127.0.0.1:$GRAFANA_PORT
 KODA_WATCHDOG_POLL_INTERVAL=5
+# A killed worker's runs come back to the queue after this (production: 30 s).
+KODA_WORKER_ACK_WAIT=20
 EOF
 
 # ---- 1. one build ---------------------------------------------------------------------------
@@ -152,7 +182,7 @@ BUILD_START=$SECONDS
 compose build >"$E2E_RUN_DIR/build.log" 2>&1 || { tail -n 40 "$E2E_RUN_DIR/build.log" >&2; die "compose build"; }
 builds=$(grep -c '^Step 1/' "$E2E_RUN_DIR/build.log" || true)
 ((builds == 1)) || die "compose built the image $builds times (want once for every service)"
-log "1. one image build for every service ($((SECONDS - BUILD_START)) s); size $(docker image inspect koda:e2e --format '{{.Size}}' | awk '{printf "%.0f MB", $1/1e6}')"
+passed "1. one image build for every service ($((SECONDS - BUILD_START)) s); size $(docker image inspect koda:e2e --format '{{.Size}}' | awk '{printf "%.0f MB", $1/1e6}')"
 PROM_IMAGE=$(awk '/image: prom\/prometheus/{print $2; exit}' "$PROJECT_DIR/compose.yaml")
 if ! docker image inspect "$PROM_IMAGE" >/dev/null 2>&1; then
     log "building the Prometheus stand-in as $PROM_IMAGE"
@@ -168,17 +198,20 @@ LONG_RUNNING=(nats scheduler worker actions scraper gateway watchdog prometheus)
     "$E2E_RUN_DIR/fake_api.log" >"$E2E_RUN_DIR/fake_api.out" 2>&1 9>&-) &
 FAKE_PID=$!
 UP_START=$SECONDS
-compose up --wait --wait-timeout 240 --no-build "${SERVICES[@]}" >"$E2E_RUN_DIR/up.log" 2>&1 ||
+compose up --wait --wait-timeout 240 --no-build --scale "worker=$WORKERS" "${SERVICES[@]}" >"$E2E_RUN_DIR/up.log" 2>&1 ||
     { cat "$E2E_RUN_DIR/up.log" >&2; die "compose up --wait"; }
 all_healthy() {
-    local s state
+    local s id state
     for s in "${LONG_RUNNING[@]}"; do
-        state=$(docker inspect --format '{{.State.Health.Status}}' "$(compose ps -q "$s")")
-        [[ $state == healthy ]] || { echo "$s: $state"; return 1; }
+        for id in $(compose ps -q "$s"); do
+            state=$(docker inspect --format '{{.State.Health.Status}}' "$id")
+            [[ $state == healthy ]] || { echo "$s ($id): $state"; return 1; }
+        done
     done
 }
 all_healthy >&2 || die "not every container is healthy"
-log "2. every container healthy $((SECONDS - UP_START)) s after up"
+(($(compose ps -q worker | wc -l) == WORKERS)) || die "2. not $WORKERS workers: $(compose ps worker)"
+passed "2. every container healthy $((SECONDS - UP_START)) s after up"
 
 # ---- 3. Chromium in the scraper ----------------------------------------------------------------
 compose exec -T scraper python - <<'EOF' || die "3. Playwright cannot start Chromium in the scraper"
@@ -197,7 +230,7 @@ async def main() -> None:
 
 asyncio.run(main())
 EOF
-log "3. Playwright starts Chromium and renders a page in the scraper container"
+passed "3. Playwright starts Chromium and renders a page in the scraper container"
 
 # ---- 4. a manual run against the fake Claude API, sandbox on ----------------------------------
 # The CLI's own bubblewrap flags work in the worker (its seccomp profile), not under Docker's
@@ -213,6 +246,9 @@ path = pathlib.Path("/koda/home/tasks.json")
 data = json.loads(path.read_text())
 data["tasks"] = [t for t in data["tasks"] if t["id"] != "e2e-probe"]
 data["tasks"].append({"id": "e2e-probe", "prompt": "Run the e2e probe command."})
+data["tasks"] = [t for t in data["tasks"] if t["id"] != "e2e-scale"]
+# The fake API answers a prompt naming e2e-scale after a few seconds (tests/compose/fake_api.py).
+data["tasks"].append({"id": "e2e-scale", "prompt": "e2e-scale: answer once."})
 path.write_text(json.dumps(data, indent=1))
 EOF
 RUN_OUT=$(compose exec -T gateway koda run e2e-probe --wait --timeout 240 2>&1) ||
@@ -228,11 +264,11 @@ log "4. manual run $RUN_ID done; its Bash ran in the worker with the sandbox on"
 DENIED=$(compose exec -T scraper koda run e2e-probe 2>&1) && die "4. the scraper's user queued a run"
 grep -q "NATS refused the run request" <<<"$DENIED" || die "4. unclear refusal: $DENIED"
 grep -q Traceback <<<"$DENIED" && die "4. refusal came with a traceback: $DENIED"
-log "4. koda run as the scraper's user: $(head -c 120 <<<"$DENIED")"
+passed "4. koda run as the scraper's user: $(head -c 120 <<<"$DENIED")"
 
 # ---- 5. koda status inside a container -------------------------------------------------------
 STATUS=$(compose exec -T gateway koda status 2>&1) || die "5. koda status in a container: $STATUS"
-log "5. koda status in the gateway container:"$'\n'"$STATUS"
+passed "5. koda status in the gateway container:"$'\n'"$STATUS"
 
 # ---- 6. Prometheus ---------------------------------------------------------------------------
 prom() { in_netns curl -fsS --max-time 5 "http://127.0.0.1:$PROM_PORT/api/v1/$1"; }
@@ -252,35 +288,82 @@ result = json.load(sys.stdin)["data"]["result"]
 sys.exit(0 if result and result[0]["value"][1] == "1" else 1)'
 }
 wait_for 90 "6. the watchdog reaches the gateway by its compose name" gateway_probe_ok
+passed "6. Prometheus and the watchdog's probe"
 
 # ---- 7. down, up: the run history stays ----------------------------------------------------------
 compose down --timeout 30 >/dev/null 2>&1 || die "7. compose down"
-compose up --wait --wait-timeout 240 --no-build "${SERVICES[@]}" >"$E2E_RUN_DIR/up2.log" 2>&1 ||
+compose up --wait --wait-timeout 240 --no-build --scale "worker=$WORKERS" "${SERVICES[@]}" >"$E2E_RUN_DIR/up2.log" 2>&1 ||
     { cat "$E2E_RUN_DIR/up2.log" >&2; die "7. second compose up --wait"; }
 RUNS=$(compose exec -T gateway koda tasks 2>&1; compose exec -T worker sh -c 'ls -R /koda/home' 2>&1)
 grep -q "$RUN_ID" <<<"$RUNS" || die "7. run $RUN_ID is gone after down and up"
-log "7. after down and up, run $RUN_ID is still recorded"
+passed "7. after down and up, run $RUN_ID is still recorded"
 
 # ---- 8. a killed service process comes back healthy -----------------------------------------------
-WORKER=$(compose ps -q worker)
+WORKER=$(compose ps -q worker | head -n 1)
 RESTARTS=$(docker inspect --format '{{.RestartCount}}' "$WORKER")
 KILL_AT=$SECONDS
-# The service's process, not PID 1 (`init: true`'s docker-init), which then exits with it.
-compose exec -T worker python - <<'EOF' || die "8. could not kill the worker's process"
-import os
-for pid in filter(str.isdigit, os.listdir("/proc")):
-    try:
-        cmd = open(f"/proc/{pid}/cmdline", "rb").read()
-    except OSError:
-        continue
-    if cmd.endswith(b"koda\0service\0worker\0") and not cmd.startswith(b"/sbin/docker-init"):
-        os.kill(int(pid), 9)
-        raise SystemExit(0)
-raise SystemExit("no worker process")
-EOF
+signal_service "$WORKER" 9 worker || die "8. could not kill the worker's process"
 back_healthy() {
     [[ $(docker inspect --format '{{.RestartCount}}' "$WORKER") -gt $RESTARTS ]] &&
         [[ $(docker inspect --format '{{.State.Health.Status}}' "$WORKER") == healthy ]]
 }
 wait_for "$E2E_RESTART_BOUND" "8. killed worker restarted and healthy" back_healthy
-log "8. killed worker back and healthy in $((SECONDS - KILL_AT)) s (bound $E2E_RESTART_BOUND s)"
+passed "8. killed worker back and healthy in $((SECONDS - KILL_AT)) s (bound $E2E_RESTART_BOUND s)"
+
+# ---- 9. three workers share the queue: spread, nothing lost to a kill, each run done once ----------
+SCALE_RUNS=8
+SCALE_LOG=$E2E_RUN_DIR/scale.log
+SCALE_AT=$SECONDS
+compose exec -T gateway python - queue "$SCALE_RUNS" e2e-scale \
+    <"$REPO/tests/compose/scale_runs.py" >"$SCALE_LOG" 2>&1 &
+SCALE_PID=$!
+first_running() { grep -m1 '"running"' "$SCALE_LOG"; }
+wait_for 120 "9. a scale-out run is running" first_running
+VICTIM_HOST=$(first_running | python3 -c 'import json,sys; print(json.load(sys.stdin)["worker"].rsplit("-", 1)[0])')
+VICTIM=
+for id in $(compose ps -q worker); do
+    [[ $(docker inspect --format '{{.Config.Hostname}}' "$id") == "$VICTIM_HOST" ]] && VICTIM=$id
+done
+[[ -n $VICTIM ]] || die "9. no worker container has hostname $VICTIM_HOST"
+signal_service "$VICTIM" 9 worker || die "9. could not kill worker $VICTIM_HOST mid-run"
+log "9. killed worker $VICTIM_HOST while it ran $(first_running)"
+wait "$SCALE_PID" || die "9. not every run ended: $(cat "$SCALE_LOG")"
+python3 - "$SCALE_LOG" "$WORKERS" "$VICTIM_HOST" <<'EOF' || die "9. $(cat "$SCALE_LOG")"
+import json, sys
+lines = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
+workers, victim = int(sys.argv[2]), sys.argv[3]
+end = next(l["end"] for l in lines if "end" in l)
+not_done = {r: e for r, e in end.items() if e["status"] != "done"}
+assert not not_done, f"runs not done: {not_done}"
+hosts = {l["worker"].rsplit("-", 1)[0] for l in lines if "running" in l}
+assert len(hosts) == workers, f"runs started on {sorted(hosts)}, want {workers} workers"
+cut = {l["running"] for l in lines if "running" in l and l["worker"].startswith(victim + "-")}
+print(f"{len(end)} runs done on {len(hosts)} workers; the killed worker's runs {sorted(cut)} "
+      f"claimed {[end[r]['claims'] for r in sorted(cut)]} times over")
+EOF
+SCALE_IDS=$(python3 -c 'import json,sys; print(" ".join(next(json.loads(l)["queued"] for l in open(sys.argv[1]) if "queued" in l)))' "$SCALE_LOG")
+ends_once() {
+    # shellcheck disable=SC2086  # run ids, one word each
+    compose exec -T gateway python - count $SCALE_IDS <"$REPO/tests/compose/scale_runs.py" |
+        python3 -c '
+import json, sys
+ends, want = json.loads(sys.stdin.read())["ends"], sys.argv[1:]
+wrong = {r: ends.get(r, 0) for r in want if ends.get(r, 0) != 1}
+print("every run ended once" if not wrong else f"end events per run (want 1 each): {wrong}")
+sys.exit(1 if wrong else 0)' $SCALE_IDS
+}
+ONCE=$(ends_once) || die "9. $ONCE"
+passed "9. $SCALE_RUNS runs over $WORKERS workers in $((SECONDS - SCALE_AT)) s, one killed mid-run: $ONCE"
+
+# ---- 10. a hung worker (alive, no heartbeat) is brought back by its own health check -------------
+HUNG=$(compose ps -q worker | tail -n 1)
+RESTARTS=$(docker inspect --format '{{.RestartCount}}' "$HUNG")
+HANG_AT=$SECONDS
+signal_service "$HUNG" 19 worker || die "10. could not stop the worker's process"  # SIGSTOP
+hung_back() {
+    [[ $(docker inspect --format '{{.RestartCount}}' "$HUNG") -gt $RESTARTS ]] &&
+        [[ $(docker inspect --format '{{.State.Health.Status}}' "$HUNG") == healthy ]]
+}
+wait_for "$E2E_HANG_BOUND" "10. hung worker killed by its health check, restarted and healthy" hung_back
+ONCE=$(ends_once) || die "10. after the hang: $ONCE"
+passed "10. hung worker back and healthy in $((SECONDS - HANG_AT)) s (bound $E2E_HANG_BOUND s); still $ONCE"
