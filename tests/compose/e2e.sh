@@ -25,7 +25,10 @@
 #   9. with `--scale worker=3` (the whole run uses three workers): runs queued at once spread over
 #      the three, a worker killed mid-run loses none, and each finishes exactly once;
 #  10. a hung worker (alive, no heartbeat: SIGSTOP) is killed by its own health check and is back
-#      and healthy within $E2E_HANG_BOUND seconds, and no run finished twice meanwhile.
+#      and healthy within $E2E_HANG_BOUND seconds, and no run finished twice meanwhile;
+#  11. an action the agent proposes, approved through the console's API with its Bearer token
+#      (what `koda approve` does), runs once in the actions container, however often approved;
+#  12. a scrape job on the SCRAPE queue loads a page served on the host side, in the scraper.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -46,6 +49,7 @@ STARTED=$SECONDS
 PROJECT=kodae2e$$
 PROJECT_DIR=$E2E_RUN_DIR/project
 FAKE_PID=
+PAGE_PID=
 COMPOSE=
 
 cleanup() {
@@ -66,6 +70,7 @@ cleanup() {
         compose down --volumes --timeout 5 >/dev/null 2>&1
     fi
     [[ -n $FAKE_PID ]] && kill "$FAKE_PID" 2>/dev/null
+    [[ -n $PAGE_PID ]] && kill "$PAGE_PID" 2>/dev/null
     engine_down
     log "$( ((code == 0)) && echo PASSED || echo FAILED) in $((SECONDS - STARTED)) s"
     # The plain closing line CI reads: the checks above, all, or those before the one that failed.
@@ -151,6 +156,8 @@ mkdir -p "$PROJECT_DIR"
 [[ $(stat -c %a "$PROJECT_DIR/volumes/prometheus/prometheus.yml") == 600 ]] || die "umask copy"
 
 FAKE_PORT=$(free_port)
+PAGE_PORT=$(free_port)
+CONSOLE_TOKEN=e2e-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 CONSOLE_PORT=$(free_port)
 PROM_PORT=$(free_port)
 GRAFANA_PORT=$(free_port)
@@ -165,7 +172,7 @@ KODA_NATS_PASSWORD_ACTIONS='a,b;c}d[e]'
 KODA_NATS_PASSWORD_SCRAPER='with a space'
 KODA_NATS_PASSWORD_GATEWAY='gw-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')'
 KODA_NATS_PASSWORD_WATCHDOG='1e3'
-KODA_CONSOLE_TOKEN=e2e-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+KODA_CONSOLE_TOKEN=$CONSOLE_TOKEN
 $("$REPO/.venv/bin/koda" keys)
 GRAFANA_ADMIN_PASSWORD=e2e-grafana
 KODA_CONSOLE_BIND=127.0.0.1:$CONSOLE_PORT
@@ -367,3 +374,94 @@ hung_back() {
 wait_for "$E2E_HANG_BOUND" "10. hung worker killed by its health check, restarted and healthy" hung_back
 ONCE=$(ends_once) || die "10. after the hang: $ONCE"
 passed "10. hung worker back and healthy in $((SECONDS - HANG_AT)) s (bound $E2E_HANG_BOUND s); still $ONCE"
+
+# ---- 11. an approval decided through the console's API runs its action once --------------------
+compose exec -T worker python - <<'EOF' || die "11. cannot install the e2e action"
+import json, pathlib
+home = pathlib.Path("/koda/home")
+# A gated script: it runs only for an approved e2e.publish, and says which approval it ran for.
+(home / "scripts" / "e2e_publish.py").write_text(
+    "import json, os, sys\n"
+    "args = json.load(sys.stdin)\n"
+    "with open(os.path.join(os.environ['KODA_DATA'], 'e2e-published.log'), 'a') as f:\n"
+    "    f.write(os.environ['KODA_IDEMPOTENCY_KEY'] + ' ' + args['title'] + '\\n')\n")
+manifest = home / "scripts" / "manifest.json"
+data = json.loads(manifest.read_text())
+data["scripts"] = [s for s in data["scripts"] if s["name"] != "e2e-publish"]
+data["scripts"].append({"name": "e2e-publish", "command": ["python3", "e2e_publish.py"],
+                        "actions": ["e2e.publish"]})
+manifest.write_text(json.dumps(data, indent=1))
+tasks = home / "tasks.json"
+data = json.loads(tasks.read_text())
+data["tasks"] = [t for t in data["tasks"] if t["id"] != "e2e-approve"]
+# The fake API answers a prompt naming e2e-approve with a propose_action call.
+data["tasks"].append({"id": "e2e-approve", "prompt": "e2e-approve: propose the publish."})
+tasks.write_text(json.dumps(data, indent=1))
+EOF
+APPROVE_AT=$SECONDS
+compose exec -T gateway koda run e2e-approve >/dev/null || die "11. cannot queue e2e-approve"
+pending_approval() {
+    compose exec -T gateway koda approvals --json | python3 -c '
+import json, sys
+found = [a["id"] for a in json.load(sys.stdin) if a["task"] == "e2e-approve" and a["status"] == "pending"]
+print(found[0]) if found else sys.exit(1)'
+}
+wait_for 180 "11. the agent's proposal waits for a person" pending_approval
+APPROVAL=$(pending_approval)
+decide() {
+    local path
+    path=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$APPROVAL")
+    in_netns curl -sS -o "$E2E_RUN_DIR/decide.out" -w '%{http_code}' --max-time 30 -X POST \
+        -H "Authorization: Bearer $CONSOLE_TOKEN" --data "note=compose e2e" \
+        "http://127.0.0.1:$CONSOLE_PORT/approvals/$path/approve"
+}
+[[ $(decide) == 200 ]] || die "11. the console did not approve $APPROVAL: $(cat "$E2E_RUN_DIR/decide.out")"
+[[ $(decide) == 409 ]] || die "11. a second approval of $APPROVAL was not refused: $(cat "$E2E_RUN_DIR/decide.out")"
+published() { compose exec -T worker cat /koda/home/data/e2e-published.log; }
+wait_for 120 "11. the approved action ran" published
+[[ $(published) == "approval:$APPROVAL compose e2e" ]] || die "11. the action's log: $(published)"
+passed "11. approval $APPROVAL decided through the console's API ran its action once ($((SECONDS - APPROVE_AT)) s)"
+
+# ---- 12. a scrape job through the scraper service ---------------------------------------------------
+mkdir -p "$E2E_RUN_DIR/site"
+echo '<!doctype html><title>e2e</title><p id="x">scraped-by-koda</p>' >"$E2E_RUN_DIR/site/page.html"
+(exec python3 -m http.server "$PAGE_PORT" --bind "$E2E_HOST_IP" --directory "$E2E_RUN_DIR/site" \
+    >"$E2E_RUN_DIR/site.log" 2>&1 9>&-) &
+PAGE_PID=$!
+compose exec -T scraper python - "http://$E2E_HOST_IP:$PAGE_PORT/page.html" <<'EOF' || die "12. cannot add the e2e site"
+import json, pathlib, sys
+path = pathlib.Path("/koda/home/sites.json")
+data = json.loads(path.read_text())
+data["sites"]["e2e-local"] = {"start_url": sys.argv[1], "login_wall": {"url_pattern": "/login"},
+                              "login": {"skill": "refresh-cookies"}}
+path.write_text(json.dumps(data, indent=1))
+EOF
+# Queued the way the actions service and the watchdog do, as the watchdog's NATS user.
+SCRAPED=$(compose exec -T watchdog python - <<'EOF'
+import asyncio
+from koda.shared.bus import Bus
+from koda.shared.messages import ScrapeRequest, ScrapeResult
+from koda.shared.settings import KodaSettings
+
+async def main() -> None:
+    bus = await Bus.connect(KodaSettings(), "cli", timeout=10)
+    try:
+        inbox = bus.nc.new_inbox()
+        sub = await bus.nc.subscribe(inbox)
+        await bus.publish("koda.scrape.e2e-local", ScrapeRequest(
+            site="e2e-local", job_id="e2e-scrape-1", selectors={"x": "#x"}, reply_subject=inbox))
+        print(ScrapeResult.from_bytes((await sub.next_msg(timeout=120)).data).model_dump_json())
+    finally:
+        await bus.close()
+
+asyncio.run(main())
+EOF
+) || die "12. no answer to the scrape job: $SCRAPED"
+python3 -c '
+import json, sys
+result = json.loads(sys.argv[1])
+assert result["ok"] and result["extracted"].get("x") == "scraped-by-koda", result' "$SCRAPED" ||
+    die "12. the scrape job: $SCRAPED"
+grep -q "GET /page.html" "$E2E_RUN_DIR/site.log" || die "12. the page was never requested: $(cat "$E2E_RUN_DIR/site.log")"
+[[ $(published) == "approval:$APPROVAL compose e2e" ]] || die "11. the action ran again: $(published)"
+passed "12. the scraper loaded the host's page for a job on koda.scrape.e2e-local; the approved action still ran once"
