@@ -40,8 +40,9 @@ COPY --from=build /opt/venv /opt/venv
 # `koda init` copies the agent-home template and built-in skills from here (KODA_SOURCE_DIR).
 COPY volumes/koda /opt/koda/volumes/koda
 COPY skills /opt/koda/skills
-# NATS's users and permissions are part of the image, like the code they describe.
-COPY volumes/nats/nats.conf /etc/nats/nats.conf
+# NATS's users and permissions are part of the image, like the code they describe (cluster.conf:
+# one node of compose.cluster.yaml's three).
+COPY volumes/nats/nats.conf volumes/nats/cluster.conf /etc/nats/
 # Readable by the koda user whatever the umask of the checkout the image was built from (a 077
 # checkout makes every copied file 0600 root).
 RUN chmod -R a+rX /opt/koda /etc/nats

@@ -78,6 +78,8 @@ cleanup() {
     exit "$code"
 }
 trap cleanup EXIT
+# A command that fails outside a check's own test (set -e) says where.
+trap 'log "FAILED: line $LINENO: $BASH_COMMAND"' ERR
 trap 'exit 130' INT TERM
 
 compose() {
@@ -306,7 +308,9 @@ grep -q "$RUN_ID" <<<"$RUNS" || die "7. run $RUN_ID is gone after down and up"
 passed "7. after down and up, run $RUN_ID is still recorded"
 
 # ---- 8. a killed service process comes back healthy -----------------------------------------------
-WORKER=$(compose ps -q worker | head -n 1)
+# (Not `| head`: under pipefail, compose killed by the closed pipe would end the test.)
+mapfile -t WORKER_IDS < <(compose ps -q worker)
+WORKER=${WORKER_IDS[0]}
 RESTARTS=$(docker inspect --format '{{.RestartCount}}' "$WORKER")
 KILL_AT=$SECONDS
 signal_service "$WORKER" 9 worker || die "8. could not kill the worker's process"
@@ -363,7 +367,8 @@ ONCE=$(ends_once) || die "9. $ONCE"
 passed "9. $SCALE_RUNS runs over $WORKERS workers in $((SECONDS - SCALE_AT)) s, one killed mid-run: $ONCE"
 
 # ---- 10. a hung worker (alive, no heartbeat) is brought back by its own health check -------------
-HUNG=$(compose ps -q worker | tail -n 1)
+mapfile -t WORKER_IDS < <(compose ps -q worker)
+HUNG=${WORKER_IDS[-1]}
 RESTARTS=$(docker inspect --format '{{.RestartCount}}' "$HUNG")
 HANG_AT=$SECONDS
 signal_service "$HUNG" 19 worker || die "10. could not stop the worker's process"  # SIGSTOP
