@@ -101,21 +101,15 @@ in_netns() { nsenter --net="/run/netns/$E2E_NETNS" "$@"; }
 passed() { log "$*"; PASSED=$((PASSED + 1)); }
 
 # Sends signal $2 to the `koda service $3` process in container $1: the service itself, not PID 1
-# (`init: true`'s docker-init, which exits when its child does).
+# (`init: true`'s docker-init, which exits when its child does). Sent from the host (the child of
+# the container's init), not by `docker exec`, whose session a stopping container cuts short.
 signal_service() {
-    docker exec -i "$1" python - "$2" "$3" <<'EOF'
-import os, sys
-sig, service = int(sys.argv[1]), sys.argv[2]
-for pid in filter(str.isdigit, os.listdir("/proc")):
-    try:
-        cmd = open(f"/proc/{pid}/cmdline", "rb").read()
-    except OSError:
-        continue
-    if cmd.endswith(f"koda\0service\0{service}\0".encode()) and not cmd.startswith(b"/sbin/docker-init"):
-        os.kill(int(pid), sig)
-        raise SystemExit(0)
-raise SystemExit(f"no {service} process")
-EOF
+    local init pid
+    init=$(docker inspect --format '{{.State.Pid}}' "$1")
+    pid=$(pgrep -P "$init" | head -n 1) || true
+    [[ -n $pid ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "koda service $3 *$" ||
+        { log "no koda service $3 under init $init in $1"; return 1; }
+    kill -s "$2" "$pid"
 }
 
 # Polls `cond` (a command) every second for up to `secs`; prints how long it took.
@@ -313,7 +307,7 @@ mapfile -t WORKER_IDS < <(compose ps -q worker)
 WORKER=${WORKER_IDS[0]}
 RESTARTS=$(docker inspect --format '{{.RestartCount}}' "$WORKER")
 KILL_AT=$SECONDS
-signal_service "$WORKER" 9 worker || die "8. could not kill the worker's process"
+signal_service "$WORKER" KILL worker || die "8. could not kill the worker's process"
 back_healthy() {
     [[ $(docker inspect --format '{{.RestartCount}}' "$WORKER") -gt $RESTARTS ]] &&
         [[ $(docker inspect --format '{{.State.Health.Status}}' "$WORKER") == healthy ]]
@@ -336,7 +330,7 @@ for id in $(compose ps -q worker); do
     [[ $(docker inspect --format '{{.Config.Hostname}}' "$id") == "$VICTIM_HOST" ]] && VICTIM=$id
 done
 [[ -n $VICTIM ]] || die "9. no worker container has hostname $VICTIM_HOST"
-signal_service "$VICTIM" 9 worker || die "9. could not kill worker $VICTIM_HOST mid-run"
+signal_service "$VICTIM" KILL worker || die "9. could not kill worker $VICTIM_HOST mid-run"
 log "9. killed worker $VICTIM_HOST while it ran $(first_running)"
 wait "$SCALE_PID" || die "9. not every run ended: $(cat "$SCALE_LOG")"
 python3 - "$SCALE_LOG" "$WORKERS" "$VICTIM_HOST" <<'EOF' || die "9. $(cat "$SCALE_LOG")"
@@ -371,7 +365,7 @@ mapfile -t WORKER_IDS < <(compose ps -q worker)
 HUNG=${WORKER_IDS[-1]}
 RESTARTS=$(docker inspect --format '{{.RestartCount}}' "$HUNG")
 HANG_AT=$SECONDS
-signal_service "$HUNG" 19 worker || die "10. could not stop the worker's process"  # SIGSTOP
+signal_service "$HUNG" STOP worker || die "10. could not stop the worker's process"
 hung_back() {
     [[ $(docker inspect --format '{{.RestartCount}}' "$HUNG") -gt $RESTARTS ]] &&
         [[ $(docker inspect --format '{{.State.Health.Status}}' "$HUNG") == healthy ]]

@@ -5,6 +5,7 @@ work-queue consumer takes runs loses none of them, and the cluster keeps taking 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ from koda.shared.consumer import Delivery
 from koda.shared.messages import RunRequest
 from koda.shared.settings import SERVICES, KodaSettings
 from koda.stack import nats_binary
-from tests.deploy.artifacts import ROOT
+from tests.deploy.artifacts import EXAMPLE_ENV, ROOT, compose_binary
 from tests.natsserver import free_port_block
 from tests.waits import eventually
 
@@ -147,3 +148,37 @@ async def test_killing_the_runs_leader_loses_no_run(cluster: Cluster, tmp_path: 
         stop.set()
         await asyncio.wait_for(consuming, 10)
         await bus.close()
+
+
+def cluster_config(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`compose config` of compose.yaml with compose.cluster.yaml over it."""
+    return subprocess.run(
+        [str(compose_binary()), "--env-file", str(env_file), "-f", str(ROOT / "compose.yaml"),
+         "-f", str(ROOT / "compose.cluster.yaml"), "config", *args],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(ROOT)})
+
+
+def test_the_cluster_override_makes_three_nodes_every_service_uses(tmp_path: Path) -> None:
+    env_file = tmp_path / "compose.env"
+    env_file.write_text(EXAMPLE_ENV.read_text() + "KODA_NATS_ROUTE_PASSWORD=r0ute0pw\n")
+    result = cluster_config(env_file, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    nodes = {name: services[name] for name in ("nats", "nats-2", "nats-3")}
+    names = {node["command"][node["command"].index("--server_name") + 1] for node in nodes.values()}
+    assert names == {"nats-1", "nats-2", "nats-3"}
+    assert len({node["volumes"][0]["source"] for node in nodes.values()}) == 3
+    assert [name for name, node in nodes.items() if "build" in node] == ["nats"]  # built once
+    for node in nodes.values():
+        assert node["command"][:3] == ["nats-server", "-c", "/etc/nats/cluster.conf"]
+        assert node["environment"]["KODA_NATS_ROUTE_PASSWORD"] == '"r0ute0pw"'
+        routes = node["command"][node["command"].index("--routes") + 1].split(",")
+        assert routes == [f"nats://route:r0ute0pw@{n}:6222" for n in ("nats", "nats-2", "nats-3")]
+    for name in (*SERVICES, "init"):
+        env = services[name]["environment"]
+        assert env["KODA_NATS_URL"].split(",") == [f"nats://{n}:4222" for n in ("nats", "nats-2", "nats-3")]
+        assert env["KODA_NATS_REPLICAS"] == "3"
+    # Without the route password compose refuses to start, naming it.
+    bare = cluster_config(EXAMPLE_ENV, "-q")
+    assert bare.returncode != 0 and "KODA_NATS_ROUTE_PASSWORD" in bare.stderr
