@@ -12,7 +12,8 @@
 # /var/tmp/koda-e2e) as a build cache; delete that folder for a cold run.
 #
 # Checks, in order (each failure prints its evidence and the containers' logs):
-#   1. compose builds the image once for every service;
+#   1. compose builds the image once for every service, and the scraper's (plus Chromium) from
+#      its cached layers; only the scraper's image holds Chromium;
 #   2. every container becomes healthy, from a checkout made with umask 077 and NATS passwords
 #      that NATS's config parser would misread unquoted;
 #   3. the scraper's Chromium starts under Playwright (libatomic1);
@@ -183,9 +184,14 @@ EOF
 log "building the image (compose build)"
 BUILD_START=$SECONDS
 compose build >"$E2E_RUN_DIR/build.log" 2>&1 || { tail -n 40 "$E2E_RUN_DIR/build.log" >&2; die "compose build"; }
+# Two targets: the runtime (six containers) and the scraper's, which adds one Chromium layer.
 builds=$(grep -c '^Step 1/' "$E2E_RUN_DIR/build.log" || true)
-((builds == 1)) || die "compose built the image $builds times (want once for every service)"
-passed "1. one image build for every service ($((SECONDS - BUILD_START)) s); size $(docker image inspect koda:e2e --format '{{.Size}}' | awk '{printf "%.0f MB", $1/1e6}')"
+((builds == 2)) || die "compose ran $builds builds (want 2: the runtime once, the scraper's on it)"
+size() { docker image inspect "$1" --format '{{.Size}}' | awk '{printf "%.0f MB", $1/1e6}'; }
+docker run --rm --entrypoint sh koda:e2e -c '! test -e /usr/lib/chromium' ||
+    die "1. Chromium is in the image the other services run"
+passed "1. one image build for every service, the scraper's on it ($((SECONDS - BUILD_START)) s);" \
+    "sizes: koda:e2e $(size koda:e2e), koda:e2e-scraper $(size koda:e2e-scraper)"
 PROM_IMAGE=$(awk '/image: prom\/prometheus/{print $2; exit}' "$PROJECT_DIR/compose.yaml")
 if ! docker image inspect "$PROM_IMAGE" >/dev/null 2>&1; then
     log "building the Prometheus stand-in as $PROM_IMAGE"
