@@ -21,17 +21,15 @@ COPY services ./services
 RUN /opt/venv/bin/pip install --no-build-isolation -c constraints.txt ".[agent,gateway,scraper]" \
  && /opt/venv/bin/pip check
 
-# ---- runtime: Debian's Chromium, the virtualenv, the home template, a non-root user ---------
-FROM python:3.11-slim-bookworm
-# Chromium comes from Debian (Playwright drives it with executable_path; `playwright install`
-# is not used), and Playwright's driver (node) needs libatomic1 to start it; bubblewrap and socat
-# are the Claude CLI's Bash sandbox (KODA_CLAUDE_SANDBOX).
+# ---- runtime: the virtualenv, the home template, a non-root user: every container but the
+# scraper's (compose builds this target for them; Chromium is in the next one only) -----------
+FROM python:3.11-slim-bookworm AS runtime
+# bubblewrap and socat are the Claude CLI's Bash sandbox (KODA_CLAUDE_SANDBOX).
 # Not version-pinned: Debian replaces them with each security release, so a pin would stop
 # building; the base image tag fixes the Debian release.
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends chromium fonts-liberation ca-certificates \
-      libatomic1 bubblewrap socat \
+ && apt-get install -y --no-install-recommends ca-certificates bubblewrap socat \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 10001 --user-group koda \
  && mkdir -p /koda/home /koda/state/transcripts /koda/nats \
@@ -40,8 +38,9 @@ COPY --from=build /opt/venv /opt/venv
 # `koda init` copies the agent-home template and built-in skills from here (KODA_SOURCE_DIR).
 COPY volumes/koda /opt/koda/volumes/koda
 COPY skills /opt/koda/skills
-# NATS's users and permissions are part of the image, like the code they describe.
-COPY volumes/nats/nats.conf /etc/nats/nats.conf
+# NATS's users and permissions are part of the image, like the code they describe (cluster.conf:
+# one node of compose.cluster.yaml's three).
+COPY volumes/nats/nats.conf volumes/nats/cluster.conf /etc/nats/
 # Readable by the koda user whatever the umask of the checkout the image was built from (a 077
 # checkout makes every copied file 0600 root).
 RUN chmod -R a+rX /opt/koda /etc/nats
@@ -59,5 +58,17 @@ USER 10001:10001
 WORKDIR /koda
 # Set KODA_SERVICE to the service a container runs (compose sets its own healthcheck instead).
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
-    CMD ["sh", "-c", "koda health \"${KODA_SERVICE:?set KODA_SERVICE to the service this container runs}\""]
+    CMD ["sh", "-c", "koda health \"${KODA_SERVICE:?set KODA_SERVICE to the service this container runs}\" --liveness"]
 CMD ["koda", "--help"]
+
+# ---- scraper: the runtime plus Debian's Chromium (about 0.6 GB the other containers do without)
+# Playwright drives it with executable_path (`playwright install` is not used); its driver (node)
+# needs libatomic1 to start it. The last stage, so a plain `docker build .` makes an image that
+# runs every service.
+FROM runtime AS scraper
+USER 0:0
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends chromium fonts-liberation libatomic1 \
+ && rm -rf /var/lib/apt/lists/*
+USER 10001:10001

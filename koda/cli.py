@@ -194,9 +194,15 @@ def cmd_health(args: argparse.Namespace) -> int:
     # Compose runs this in every container every 30 s: skip nats-py's unused WebSocket
     # transport (aiohttp), about a third of the command's CPU (bench/healthcheck.py).
     sys.modules.setdefault("aiohttp", None)  # type: ignore[arg-type]
+    settings = settings_from(args)
+    if args.liveness:
+        from koda.liveness import check
+
+        verdict = check(settings, args.service)
+        print(verdict.text, file=sys.stdout if verdict.code == 0 else sys.stderr)
+        return verdict.code
     from koda.shared.health import heartbeat_ages_sync
 
-    settings = settings_from(args)
     age = heartbeat_ages_sync(settings).get(args.service)
     if age is None or age > settings.heartbeat_ttl:
         print(f"{args.service}: no fresh heartbeat in the health bucket at {settings.nats_url}"
@@ -238,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("health", help="exit 0 if SERVICE has a fresh heartbeat")
     p.add_argument("service")
+    p.add_argument("--liveness", action="store_true",
+                   help="judge the SERVICE process on this host by its own heartbeat, and kill it "
+                        "when it is alive but silent so its supervisor restarts it (compose)")
     p = sub.add_parser("service", help="run one service in the foreground")
     p.add_argument("name")
     sub.add_parser("keys", help="print a new approval key pair for compose.env "

@@ -87,16 +87,18 @@ def stream_specs(settings: KodaSettings) -> list[StreamSpec]:
 
 def bucket_specs(settings: KodaSettings) -> list[KeyValueConfig]:
     """The KV buckets of the bus contract."""
+    replicas = settings.nats_replicas
     return [
-        KeyValueConfig(bucket="approvals", history=5, storage=StorageType.FILE),
-        KeyValueConfig(bucket="health", ttl=settings.heartbeat_ttl, storage=StorageType.FILE),
-        KeyValueConfig(bucket="scheduler", history=1, storage=StorageType.FILE),
-        KeyValueConfig(bucket="runs", history=5, storage=StorageType.FILE),
-        KeyValueConfig(bucket="limits", history=5, storage=StorageType.FILE),
+        KeyValueConfig(bucket="approvals", history=5, storage=StorageType.FILE, replicas=replicas),
+        KeyValueConfig(bucket="health", ttl=settings.heartbeat_ttl, storage=StorageType.FILE,
+                       replicas=replicas),
+        KeyValueConfig(bucket="scheduler", history=1, storage=StorageType.FILE, replicas=replicas),
+        KeyValueConfig(bucket="runs", history=5, storage=StorageType.FILE, replicas=replicas),
+        KeyValueConfig(bucket="limits", history=5, storage=StorageType.FILE, replicas=replicas),
         # Action results by idempotency key (a repeat returns the record); scraper site state.
-        KeyValueConfig(bucket="actions", history=1, storage=StorageType.FILE,
+        KeyValueConfig(bucket="actions", history=1, storage=StorageType.FILE, replicas=replicas,
                        ttl=max(90, settings.events_max_age_days) * 86400.0),
-        KeyValueConfig(bucket="scraper", history=1, storage=StorageType.FILE),
+        KeyValueConfig(bucket="scraper", history=1, storage=StorageType.FILE, replicas=replicas),
     ]
 
 
@@ -132,7 +134,8 @@ class Bus:
                 # nats-py retries a first connection forever when reconnects are unlimited:
                 # bound each attempt so a dead server gives our clear error, not a hang.
                 nc = await asyncio.wait_for(nats.connect(
-                    settings.nats_url,
+                    # One URL, or a cluster's several (the client moves to another on a loss).
+                    [url.strip() for url in settings.nats_url.split(",") if url.strip()],
                     name=f"koda-{service}",
                     user=settings.nats_user,
                     password=settings.nats_password.get_secret_value()
@@ -172,6 +175,7 @@ class Bus:
                 max_age=spec.max_age,
                 max_msg_size=MAX_MESSAGE_BYTES,
                 discard=DiscardPolicy.OLD,
+                num_replicas=self.settings.nats_replicas,
                 # The scheduler stores a second's fires as one atomic batch (one disk sync).
                 allow_atomic=True if spec.name == "RUNS" else None,
                 metadata={HOME_KEY: home_id(self.settings), "koda_home": str(

@@ -118,7 +118,9 @@ class DurableConsumer(Generic[M]):
                 except (nats.errors.TimeoutError, TimeoutError):
                     slots.release()
                     continue
-                except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+                except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
+                        # A cluster's stream is electing a new leader (a node went): wait.
+                        nats.js.errors.ServiceUnavailableError):
                     slots.release()
                     await asyncio.sleep(0.5)
                     continue

@@ -65,7 +65,11 @@ class KodaSettings(BaseSettings):
         description="Runtime state outside the agent's reach: NATS store, supervisord, logs.",
     )
     source_dir: Path = Field(default=SOURCE_DIR, description="Checkout holding volumes/ and skills/.")
-    nats_url: str = "nats://127.0.0.1:4222"
+    nats_url: str = Field(default="nats://127.0.0.1:4222", description=(
+        "NATS to connect to; several comma-separated for a cluster (the client tries each)."))
+    nats_replicas: int = Field(default=1, ge=1, le=5, description=(
+        "JetStream replicas of each stream and bucket Koda creates: 3 on a three-node cluster "
+        "(compose.cluster.yaml). Applies when they are created; existing ones keep theirs."))
     nats_user: str | None = None
     nats_password: SecretStr | None = None
     nats_port: int = 4222

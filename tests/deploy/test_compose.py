@@ -115,7 +115,7 @@ def test_each_service_is_checked_restarted_and_started_after_nats(model: dict[st
     drain = KodaSettings().drain_timeout
     for name in SERVICES:
         svc = model["services"][name]
-        assert svc["healthcheck"]["test"] == ["CMD", "koda", "health", name]
+        assert svc["healthcheck"]["test"] == ["CMD", "koda", "health", name, "--liveness"]
         assert svc["restart"] == "unless-stopped"
         assert svc["depends_on"]["nats"]["condition"] == "service_healthy"
         assert svc["depends_on"]["init"]["condition"] == "service_completed_successfully"

@@ -29,15 +29,24 @@ def test_dockerfile_passes_hadolint() -> None:
 
 def test_dockerfile_is_multi_stage_non_root_with_chromium_and_a_health_check() -> None:
     text = DOCKERFILE.read_text()
-    stages = re.findall(r"^FROM (\S+)", text, re.M)
-    assert len(stages) >= 2 and all(s.startswith("python:3.11") and "slim" in s for s in stages)
+    stages = dict((name, base) for base, name in re.findall(r"^FROM (\S+) AS (\S+)", text, re.M))
+    assert all(base.startswith("python:3.11") and "slim" in base
+               for name, base in stages.items() if name != "scraper")
+    assert stages["scraper"] == "runtime"  # the runtime plus Chromium, nothing else apart
     assert "COPY --from=build /opt/venv" in text
     user = re.findall(r"^USER (\S+)", text, re.M)[-1]
     assert user.split(":")[0] not in ("0", "root")
-    installs = text[text.index("apt-get install"):text.index("rm -rf /var/lib/apt/lists")]
-    # Chromium for the scraper; bubblewrap and socat for the worker's Bash sandbox.
-    for package in ("chromium", "bubblewrap", "socat"):
-        assert re.search(rf"\b{package}\b", installs), package
+    def installs(stage: str) -> str:
+        part = text[text.index(f"AS {stage}"):]
+        return part[part.index("apt-get install"):part.index("rm -rf /var/lib/apt/lists")]
+
+    runtime, scraper = installs("runtime"), installs("scraper")
+    # bubblewrap and socat for the worker's Bash sandbox, in every container's image; Chromium
+    # (and the libatomic1 Playwright's driver needs) only in the scraper's.
+    for package in ("bubblewrap", "socat"):
+        assert re.search(rf"\b{package}\b", runtime), package
+    for package in ("chromium", "libatomic1"):
+        assert re.search(rf"\b{package}\b", scraper) and not re.search(rf"\b{package}\b", runtime)
     assert re.search(r"^HEALTHCHECK .*\n?.*koda health", text, re.M)
     assert "pip install -r constraints.txt" in text and "-c constraints.txt" in text
 

@@ -122,6 +122,10 @@ def test_prometheus_scrapes_every_service_on_its_port() -> None:
     config = _yaml(PROMETHEUS_DIR / "prometheus.yml")
     job = next(j for j in config["scrape_configs"] if j["job_name"] == "koda")
     targets = {g["labels"]["instance"]: g["targets"] for g in job["static_configs"]}
+    # Workers scale out: found by their compose name in DNS, each replica scraped.
+    for found in job["dns_sd_configs"]:
+        (name,) = found["names"]
+        targets[name] = [f"{name}:{found['port']}"]
     port_base = int(compose_model()["services"]["worker"]["environment"]["KODA_PORT_BASE"])
     settings = KodaSettings(port_base=port_base)
     assert targets == {name: [f"{name}:{settings.service_port(name)}"] for name in SERVICES}

@@ -48,6 +48,11 @@ class Prometheus:
         config["global"] = {"scrape_interval": "1s", "scrape_timeout": "900ms",
                             "evaluation_interval": "1s"}
         koda = next(job for job in config["scrape_configs"] if job["job_name"] == "koda")
+        # The local stack runs one worker: its DNS-found replicas become one static target.
+        for found in koda.pop("dns_sd_configs"):
+            koda["static_configs"] += [{"targets": [], "labels": {"instance": name}}
+                                       for name in found["names"]]
+        koda.pop("relabel_configs")
         for group in koda["static_configs"]:
             name = group["labels"]["instance"]
             group["targets"] = [f"127.0.0.1:{stack.port(name)}"]
