@@ -3,8 +3,8 @@
 For each delivery: honour the shared limits (a rate-limit pause puts the run back; a spent cap
 refuses it and says which), claim the run in the ledger (a run already finished is acknowledged
 and dropped, so it completes once), run its remaining steps while sending progress acks, then
-write the run record, the daily log line, the ledger's terminal status, spend, metrics and
-events, in that order. The SDK is imported at the first run, not at start.
+end it (finish.py: record, daily log line, ledger, metrics, event) or put it back for another
+attempt (retries.py). The SDK is imported at the first run, not at start.
 """
 
 from __future__ import annotations
@@ -12,56 +12,44 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-import random
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge
 
 from koda.shared.bus import Delivery
-from koda.shared.errors import ConfigError, Permanent, RetryLater
+from koda.shared.errors import Permanent, RetryLater
 from koda.shared.home import LEARNINGS_CAP, HomeLayout
-from koda.shared.lastgood import LastGood
-from koda.shared.messages import ActionRequest, ActionResult, Event, RunLedgerEntry, RunRequest
+from koda.shared.messages import ActionRequest, ActionResult, Event, RunRequest
 from koda.shared.service import Service
-from koda.shared.tasks import Task, parse_tasks
-from koda.shared.transcript import prune
+from koda.shared.tasks import Task
 
 from .admission import Admission
 from .cancel import SUBJECT as CANCEL_SUBJECT
-from .cancel import RunsInHand
+from .cancel import RunsInHand, cancel_idle
 from .cli_process import launcher
+from .finish import RunFinisher, step_artifacts
 from .ledger import Claim, Ledger
 from .limits import Limits
 from .options import SessionSpec, build_options, config_dir, sandbox_problem, sandbox_refusal
 from .pipeline import Pipeline, RunOutcome
 from .prompt import read_learnings, system_prompt
 from .quota import Quota
-from .records import RunRecord, append_daily_log, write_record
-from .resources import CAUSES as RESOURCE_CAUSE_BY_ERRNO
-from .resources import AlertGate, exhaustion
+from .records import RunRecord
+from .resources import exhaustion
+from .retries import Retries
 from .session import SessionResult, run_session
+from .task_lookup import TaskLookup, Unrunnable
 from .timeline import Timeline
 from .tools import CONSOLIDATE_SKILL, KodaTools
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Unrunnable(Permanent):
-    """A run no retry can help (its task is unknown, tasks.json unusable): fails at once."""
-
-    cause: str = "config"
-
 #: JetStream's own delivery bound for RUNS. Pauses re-queue a run without it being a failure,
 #: so the worker counts failures (task retries) and crashes (ledger claims) itself.
 CONSUMER_MAX_DELIVER = 1000
-RESULT_CHARS = 1800
-#: Failure causes no retry can help: the run fails on its first attempt, with the reason.
-NO_RETRY = frozenset({"missing_secret", "no_handler", "config", "unapproved", "unknown_task"})
-RESOURCE_CAUSES = frozenset(RESOURCE_CAUSE_BY_ERRNO.values()) | {"out_of_memory"}
 
 
 class WorkerService(Service):
@@ -75,28 +63,20 @@ class WorkerService(Service):
             await asyncio.to_thread(sandbox_problem)  # probe once, off the event loop
         self.ledger = Ledger(self.bus.kv["runs"], self.instance)
         self.limits = Limits(self.bus.kv["limits"], self.settings)
-        self.tasks = LastGood(self.layout.tasks, self.settings.expanded_state(), self.name,
-                              parse_tasks)
-        self._tasks_stamp: int | None = None
-        self.alerts = AlertGate()
+        self.lookup = TaskLookup(self.layout, self.settings.expanded_state())
         # Probes unshare/setpriv once, off the loop, before the first run needs the launcher.
         await asyncio.to_thread(launcher, self.settings.expanded_state())
         self.in_hand = RunsInHand()
-        self._pruned_at = 0.0
-        self._prune_transcripts()
+        r = self.registry
+        self.finisher = RunFinisher(self.bus, self.ledger, self.layout, self.settings, self.redact, r)
+        self.retries = Retries(self.bus, self.ledger, self.limits, self.settings, self.redact, r)
+        self.finisher.prune_transcripts()
         sub = await self.bus.nc.subscribe(CANCEL_SUBJECT, cb=self._on_cancel)
         self.stack.push_async_callback(sub.unsubscribe)
-        r = self.registry
         self.quota = Quota(self.bus, self.settings, self.limits, self.layout, r)
-        self.m_runs = Counter("koda_runs_total", "Runs finished, by outcome", ["task", "outcome"], registry=r)
-        self.m_duration = Histogram("koda_run_duration_seconds", "Run duration", ["task"], registry=r,
-                                    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600))
-        self.m_turns = Histogram("koda_run_turns", "Turns per run", ["task"], registry=r,
-                                 buckets=(1, 2, 5, 10, 15, 20, 25, 30, 40, 50, 100))
         self.m_cost = Counter("koda_run_cost_usd_total", "Model spend", ["task"], registry=r)
         Gauge("koda_rate_limit_paused", "1 while runs are paused by a rate limit", registry=r) \
             .set_function(lambda: 1.0 if self.limits.paused_for() > 0 else 0.0)
-        self.m_pauses = Counter("koda_rate_limit_pauses_total", "Rate-limit pause windows", registry=r)
         spend = Gauge("koda_spend_usd", "Spend in the current period", ["period"], registry=r)
         spend.labels("day").set_function(lambda: self._spend("day"))
         spend.labels("month").set_function(lambda: self._spend("month"))
@@ -119,46 +99,19 @@ class WorkerService(Service):
 
     # --- one delivery ----------------------------------------------------------------------
 
-    def task_for(self, task_id: str) -> Task:
-        """The task from tasks.json (the last good version if it broke, also across restarts);
-        a skill name works too. Raises `Unrunnable` (with its cause) when no retry can help."""
-        try:
-            stamp: int | None = self.layout.tasks.stat().st_mtime_ns
-        except OSError:
-            stamp = None
-        if stamp != self._tasks_stamp or self.tasks.value is None:
-            self._tasks_stamp = stamp
-            try:
-                self.tasks.load()
-            except ConfigError as exc:
-                raise Unrunnable(f"tasks.json unusable: {exc}", "config") from exc
-            if self.tasks.error is not None:
-                log.warning("tasks.json unusable, running on the last good version: %s",
-                            self.tasks.error)
-        task = self.tasks.value.get(task_id) if self.tasks.value else None
-        if task is None and self.layout.skill(task_id).is_file():
-            task = Task(id=task_id, skill=task_id)  # e.g. consolidate-learnings, queued by a tool
-        if task is None:
-            raise Unrunnable(f"no task {task_id!r} in tasks.json and no skill of that name",
-                             "unknown_task")
-        return task
-
-    def _jitter(self) -> float:
-        return random.uniform(0, self.settings.rate_limit_jitter)
-
     async def handle(self, delivery: Delivery[RunRequest]) -> RetryLater | Permanent | None:
         request = delivery.message
         started_at, started = datetime.now(UTC), time.monotonic()
         try:
-            task = self.task_for(request.task)
+            task = self.lookup.find(request.task)
         except Unrunnable as exc:
-            await self._emit_failed(request, "failed", str(exc), cause=exc.cause)
+            await self.finisher.unclaimed_failed(request, "failed", str(exc), cause=exc.cause)
             return exc
         refusal = await self.limits.check()
         if refusal is not None and refusal.retry_in is not None:
-            return RetryLater(refusal.retry_in + self._jitter(), refusal.message)
+            return RetryLater(refusal.retry_in + self.retries.jitter(), refusal.message)
         admission = None if refusal or task.script else await self.quota.admit(
-            task, request, self.tasks.value.timezone if self.tasks.value else "UTC")
+            task, request, self.lookup.tasks.timezone if self.lookup.tasks else "UTC")
         if admission is not None and admission.decision == "skip":
             await self.bus.emit(self.bus.event(
                 "run.skipped", f"{task.id} skipped: {admission.reason}"[:300], task=task.id,
@@ -166,7 +119,7 @@ class WorkerService(Service):
                                              "reason": admission.reason, "trigger": request.trigger}))
             return None
         if admission is not None and admission.wait_until is not None:
-            return RetryLater(max(0.0, admission.wait_until - time.time()) + self._jitter(),
+            return RetryLater(max(0.0, admission.wait_until - time.time()) + self.retries.jitter(),
                               admission.reason)
         claim = await self.ledger.claim(request.run_id, task.id)
         if claim is None:
@@ -175,11 +128,13 @@ class WorkerService(Service):
         base = RunRecord(run_id=request.run_id, task=task.id, trigger=request.trigger, outcome="failed",
                          started_at=started_at, deliveries=delivery.attempt)
         if refusal is not None:
-            return await self._finish(claim, base, "refused", started, error=refusal.message,
-                                      request=request, limit=refusal.limit)
+            await self.finisher.finish(claim, base, "refused", started, error=refusal.message,
+                                       request=request, limit=refusal.limit)
+            return None
         if not task.script and (why := sandbox_refusal(self.settings)) is not None:
             await self._sandbox_alert(why)
-            return await self._finish(claim, base, "failed", started, error=why, request=request)
+            await self.finisher.finish(claim, base, "failed", started, error=why, request=request)
+            return None
         try:
             return await self._run_claimed(delivery, task, claim, base, started, admission)
         except Exception as exc:
@@ -188,16 +143,18 @@ class WorkerService(Service):
                 raise
             # A full disk or read-only home does not heal by delivering the run again.
             log.error("run hit %s", cause, extra={"run_id": request.run_id}, exc_info=True)
-            return await self._finish(claim, base, "failed", started, request=request,
-                                      error=f"{cause.replace('_', ' ')}: {exc}", cause=cause)
+            await self.finisher.finish(claim, base, "failed", started, request=request,
+                                       error=f"{cause.replace('_', ' ')}: {exc}", cause=cause)
+            return None
 
     async def _run_claimed(self, delivery: Delivery[RunRequest], task: Task, claim: Claim,
                            base: RunRecord, started: float,
                            admission: Admission | None) -> RetryLater | Permanent | None:
         request = delivery.message
         if claim.entry.claims > self.settings.max_deliver:
-            return await self._finish(claim, base, "failed", started, request=request,
-                                      error=f"cut short {claim.entry.claims} times (a crash each time?)")
+            await self.finisher.finish(claim, base, "failed", started, request=request,
+                                       error=f"cut short {claim.entry.claims} times (a crash each time?)")
+            return None
         await self.bus.emit(self.bus.event(
             "run.started", f"{task.id} started", task=task.id, run_id=request.run_id,
             data={"trigger": request.trigger, "step": claim.entry.step, "resumed": claim.resumed,
@@ -235,45 +192,27 @@ class WorkerService(Service):
             self.in_hand.tasks.pop(request.run_id, None)
         if task.id != CONSOLIDATE_SKILL and read_learnings(self.layout)[1] > LEARNINGS_CAP:
             await tools.queue_consolidation()  # also when the agent edited learnings.md itself
-        await self.quota.account(task, outcome, self.tasks.value)
+        await self.quota.account(task, outcome, self.lookup.tasks)
         if outcome.outcome == "rate_limited":
-            retry = await self._rate_limited(task, claim, outcome)
+            retry = await self.retries.rate_limited(task, claim, outcome)
             timeline.add("notice", text=f"{retry.reason}; runs again in {retry.delay:.0f}s")
             return retry
         attempts = task.retries.max + 1
-        if (outcome.outcome == "failed" and outcome.cause not in NO_RETRY
-                and claim.entry.attempt < attempts):
-            retry = await self._retry(task, claim, outcome, attempts)
+        if self.retries.wanted(outcome, claim.entry.attempt, attempts):
+            retry = await self.retries.retry(task, claim, outcome, attempts)
             timeline.add("notice", text=retry.reason)
             return retry
         record = base.model_copy(update={
             "turns": outcome.turns, "cost_usd": round(outcome.cost_usd, 6),
             "input_tokens": outcome.input_tokens, "output_tokens": outcome.output_tokens,
-            "artifacts": sorted(set(tools.artifacts) | _step_artifacts(self.layout, request.run_id,
-                                                                         outcome)),
+            "artifacts": sorted(set(tools.artifacts) | step_artifacts(self.layout, request.run_id,
+                                                                        outcome)),
             "steps": outcome.steps, "result": self.redact(outcome.text)[:20_000]})
-        finished = await self._finish(claim, record, outcome.outcome, started, error=outcome.error,
-                                      request=request, cause=outcome.cause, attempts=attempts)
+        await self.finisher.finish(claim, record, outcome.outcome, started, error=outcome.error,
+                                   request=request, cause=outcome.cause, attempts=attempts)
         timeline.add("end", outcome=outcome.outcome, error=record.error if outcome.error else None,
                      turns=record.turns, cost_usd=record.cost_usd, artifacts=record.artifacts)
-        return finished
-
-    async def _retry(self, task: Task, claim: Claim, outcome: RunOutcome,
-                     attempts: int) -> RetryLater:
-        """Put a failed attempt back for later, saying so where people look: the ledger (which
-        the run record and console read), a `run.retrying` event and `koda run --wait`."""
-        attempt = claim.entry.attempt
-        delay = task.retries.backoff_seconds * 2 ** (attempt - 1)
-        reason = self.redact(outcome.error or "failed")
-        note = f"attempt {attempt}/{attempts} failed: {reason}; next in {delay:.0f} s"
-        next_at = datetime.now(UTC) + timedelta(seconds=delay)
-        await self.ledger.update(claim, status="paused", attempt=attempt + 1, error=note,
-                                 attempts=attempts, next_attempt_at=next_at)
-        await self.bus.emit(self.bus.event(
-            "run.retrying", note[:300], severity="warning", task=task.id, run_id=claim.entry.run_id,
-            data={"attempt": attempt, "attempts": attempts, "error": reason, "next_in_s": delay,
-                  "next_attempt_at": next_at.isoformat(), "note": note}))
-        return RetryLater(delay, note)
+        return None
 
     def _pipeline(self, task: Task, request: RunRequest, claim: Claim, tools: KodaTools,
                   timeline: Timeline) -> Pipeline:
@@ -332,100 +271,6 @@ class WorkerService(Service):
             except Exception as exc:
                 log.warning("progress ack failed: %s", exc)
 
-    async def _rate_limited(self, task: Task, claim: Claim, outcome: RunOutcome) -> RetryLater:
-        last = outcome.last
-        now = time.time()
-        if last and last.resets_at and last.resets_at > now:
-            until = last.resets_at  # the subscription said when its window resets
-        else:  # an API 429: its retry-after (as the CLI reports it) or our backoff, the longer
-            until = now + max(last.retry_after or 0.0 if last else 0.0, self.settings.rate_limit_backoff)
-        reason = f"rate limited ({outcome.error})"
-        if await self.limits.pause(until, reason):
-            self.m_pauses.inc()
-            resume_at = datetime.fromtimestamp(until, UTC)
-            await self.bus.emit(self.bus.event(
-                "alert", f"Rate limit hit: agent runs paused until {resume_at:%H:%M:%S} UTC",
-                severity="warning", task=task.id, run_id=claim.entry.run_id,
-                data={"kind": "rate_limit", "pause_until": resume_at.isoformat(), "reason": reason}))
-        await self.ledger.update(claim, status="paused", error=reason)
-        return RetryLater(max(0.0, until - now) + self._jitter(), reason)
-
-    async def _finish(self, claim: Claim, record: RunRecord, outcome: str, started: float, *,
-                      request: RunRequest, error: str | None = None, limit: str | None = None,
-                      cause: str | None = None,
-                      attempts: int | None = None) -> RetryLater | Permanent | None:
-        """Record a terminal outcome: file, daily log, ledger, metrics, event. Acks the message.
-
-        A record the home cannot take (full, read-only) still ends the run: the ledger and the
-        event say `failed` and why, and the operator gets one alert per cause.
-        """
-        record = record.model_copy(update={
-            "outcome": outcome, "error": self.redact(error) if error else None,
-            "finished_at": datetime.now(UTC), "duration_s": round(time.monotonic() - started, 3)})
-        await self.ledger.check(claim)
-        try:
-            write_record(self.layout, record)
-            append_daily_log(self.layout, record)
-        except Exception as exc:
-            cause = exhaustion(exc)
-            if cause is None:
-                raise
-            reason = f"{cause.replace('_', ' ')}: could not write the run record: {exc}"
-            log.error("run record not written", extra={"run_id": record.run_id, "error": str(exc)})
-            outcome = "failed"
-            record = record.model_copy(update={"outcome": outcome, "error": self.redact(
-                f"{record.error}; {reason}" if record.error and record.outcome == "failed" else reason)})
-        resource = cause in RESOURCE_CAUSES
-        if resource and cause:
-            await self._resource_alert(cause, record)
-        status = {"done": "done", "turn_cap": "turn_cap", "cancelled": "cancelled"}.get(outcome, "failed")
-        await self.ledger.update(claim, status=status, error=record.error,
-                                 cause="resource" if resource else cause, next_attempt_at=None)
-        self.m_runs.labels(record.task, outcome).inc()
-        self.m_duration.labels(record.task).observe(record.duration_s)
-        self.m_turns.labels(record.task).observe(record.turns)
-        data: dict[str, Any] = {
-            "outcome": outcome, "turns": record.turns, "cost_usd": record.cost_usd,
-            "duration_s": record.duration_s, "artifacts": record.artifacts,
-            "result": record.result[:RESULT_CHARS], "reply_to": request.reply_to,
-            "steps": [s.id for s in record.steps]}
-        if record.error:
-            data["error"] = record.error
-        if limit:
-            data["limit"] = limit
-        data["attempt"], data["attempts"] = claim.entry.attempt, attempts or claim.entry.attempts
-        if resource:
-            data["cause"], data["resource"] = "resource", cause
-        elif cause:
-            data["cause"] = cause
-        kind = "run.finished" if outcome == "done" else "run.failed"
-        summary = f"{record.task} {outcome}" + (f": {record.error}" if record.error else "")
-        await self.bus.emit(self.bus.event(kind, summary[:300], task=record.task, run_id=record.run_id,
-                                           severity="info" if outcome == "done" else "warning",
-                                           data=data))
-        log.info("run finished", extra={"run_id": record.run_id, "outcome": outcome})
-        self._prune_transcripts()
-        return None
-
-    async def _resource_alert(self, cause: str, record: RunRecord) -> None:
-        if not self.alerts.open(cause):
-            return
-        await self.bus.emit(self.bus.event(
-            "alert", f"Runs are failing: {cause.replace('_', ' ')} in {self.layout.root} "
-            f"({record.error})"[:300], severity="critical", task=record.task, run_id=record.run_id,
-            data={"kind": f"resource.{cause}", "cause": cause, "error": record.error,
-                  "home": str(self.layout.root)}))
-
-    def _prune_transcripts(self) -> None:
-        """Drop transcripts older than the audit log keeps events (at most once an hour)."""
-        if time.monotonic() - self._pruned_at < 3600 and self._pruned_at:
-            return
-        self._pruned_at = time.monotonic()
-        try:
-            prune(self.settings.expanded_state(), self.settings.transcript_max_age_days)
-        except OSError as exc:
-            log.warning("could not prune run transcripts: %s", exc)
-
     async def _on_cancel(self, msg: Any) -> None:
         """A cancel request: stop the run if it is ours; finish it if nobody holds it."""
         try:
@@ -436,53 +281,16 @@ class WorkerService(Service):
         if not run_id or self.in_hand.cancel(run_id, by):
             return
         try:
-            await self._cancel_idle(run_id, event.task, by)
+            await cancel_idle(self.bus, self.ledger, self.layout, self.settings.expanded_state(),
+                              self.redact, run_id, event.task, by)
         except Exception as exc:  # another worker got there first, or the bus went away
             log.info("cancel not applied here: %r", exc, extra={"run_id": run_id})
-
-    async def _cancel_idle(self, run_id: str, task: str | None, by: str) -> None:
-        found = await self.ledger.get(run_id)
-        if found is None:  # queued, not yet claimed: a terminal entry makes its delivery a no-op
-            entry = RunLedgerEntry(run_id=run_id, task=task or run_id.split(".")[0],
-                                   status="cancelled", worker=self.instance, error=f"cancelled by {by}")
-            await self.bus.kv["runs"].create(run_id, entry.to_bytes())
-        else:
-            entry, revision = found
-            if entry.status != "paused":  # running elsewhere (its worker acts) or already ended
-                return
-            await self.ledger.update(Claim(entry, revision, resumed=True), status="cancelled",
-                                     error=f"cancelled by {by}")
-            entry = entry.model_copy(update={"status": "cancelled"})
-        now = datetime.now(UTC)
-        record = RunRecord(run_id=run_id, task=entry.task, trigger="unknown", outcome="cancelled",
-                           started_at=now, error=f"cancelled by {by}")
-        write_record(self.layout, record)
-        Timeline(self.settings.expanded_state(), run_id, self.redact).add("cancel", by=by)
-        await self.bus.emit(self.bus.event(
-            "run.failed", f"{entry.task} cancelled by {by}"[:300], severity="warning",
-            task=entry.task, run_id=run_id,
-            data={"outcome": "cancelled", "error": record.error, "turns": 0, "cost_usd": 0.0,
-                  "duration_s": 0.0}))
-
-    async def _emit_failed(self, request: RunRequest, outcome: str, error: str,
-                           cause: str | None = None) -> None:
-        await self.bus.emit(self.bus.event(
-            "run.failed", f"{request.task} {outcome}: {error}"[:300], severity="warning",
-            task=request.task, run_id=request.run_id,
-            data={"outcome": outcome, "error": error, "reply_to": request.reply_to,
-                  "cause": cause, "attempt": 1}))
 
     async def _quiet_update(self, claim: Claim, **changes: Any) -> None:
         try:
             await self.ledger.update(claim, **changes)
         except Exception:
             pass
-
-
-def _step_artifacts(layout: HomeLayout, run_id: str, outcome: RunOutcome) -> set[str]:
-    drafts = layout.drafts / run_id
-    return {(drafts / s.artifact).relative_to(layout.root).as_posix()
-            for s in outcome.steps if s.artifact and (drafts / s.artifact).exists()}
 
 
 SERVICE = WorkerService
