@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from koda.shared.home import HomeLayout
+from koda.shared.kvwatch import KeyWatch
 from koda.shared.messages import Heartbeat
 from koda.shared.service import Service
 from koda.shared.settings import SERVICES
@@ -56,22 +57,22 @@ class WatchdogService(Service):
         self.self_heal = SelfHealGate(self.settings, self.layout)
         self.reports = IncidentReports(self.bus, self.metrics, self.redact, self.incidents)
         failed_jobs = FailedJobs(self.bus, self.metrics, self.redact, self.self_heal, self.reports)
-        watcher = await self.bus.kv["health"].watchall()
-        self.stack.push_async_callback(watcher.stop)
-        self._watch_task = asyncio.create_task(self._watch_heartbeats(watcher))
-        self.stack.callback(self._watch_task.cancel)
+        # A KeyWatch, not a bare KV watch: it is live again the moment NATS is back.
+        beats = KeyWatch(self.bus, "health", ">", self._on_beat)
+        await beats.start()
+        self.stack.push_async_callback(beats.stop)
         for subject in FAILED_JOB_SUBJECTS:
             sub = await self.bus.nc.subscribe(subject, queue="watchdog", cb=failed_jobs.on_event)
             self.stack.push_async_callback(sub.unsubscribe)
 
-    async def _watch_heartbeats(self, watcher: Any) -> None:
-        async for entry in watcher:
-            if entry is None:
-                continue  # end of the initial values
-            if entry.value:
-                self.beats[entry.key] = Heartbeat.from_bytes(entry.value)
-            else:
-                self.beats.pop(entry.key, None)
+    def _on_beat(self, key: str, value: bytes | None) -> None:
+        if value is None:
+            self.beats.pop(key, None)
+            return
+        try:
+            self.beats[key] = Heartbeat.from_bytes(value)
+        except ValueError:
+            log.warning("unreadable heartbeat", extra={"key": key})
 
     async def run(self) -> None:
         probe_every = 10.0
