@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -136,16 +135,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
     conf = stack.write_configs(settings, Path.cwd())
     settings = for_cli(settings)  # the passwords were just generated
-    supervisord = str(Path(sys.executable).parent / "supervisord")
-    if not Path(supervisord).exists():
-        supervisord = shutil.which("supervisord") or "supervisord"
+    # supervisord itself, with a shorter idle wait (see quick_supervisord.py).
+    supervisord = [sys.executable, "-m", "koda.quick_supervisord"]
     print(f"koda: home {settings.expanded_home()}, state {settings.expanded_state()}, "
           f"logs in {settings.log_dir()}", flush=True)
     if not args.detach:
         from koda.foreground import run_foreground
 
-        return run_foreground(settings, [supervisord, "-n", "-c", str(conf)], args.wait)
-    subprocess.run([supervisord, "-c", str(conf)], check=True)
+        return run_foreground(settings, [*supervisord, "-n", "-c", str(conf)], args.wait)
+    subprocess.run([*supervisord, "-c", str(conf)], check=True)
     healthy = stack.wait_healthy(settings, lambda: heartbeat_ages_sync(settings, 1.0), args.wait)
     rows = stack.collect_status(settings, heartbeat_ages_sync(settings))
     print(stack.format_status(rows))

@@ -114,6 +114,8 @@ class Bus:
     #: Errors the server sent on this connection (a permissions violation arrives this way,
     #: while the refused publish itself only times out).
     errors: list[Exception] = field(default_factory=list)
+    #: Called (without arguments, on the event loop) each time the connection comes back.
+    reconnect_listeners: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
     async def connect(
@@ -123,11 +125,20 @@ class Bus:
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
         errors: list[Exception] = []
+        listeners: list[Callable[[], None]] = []
 
         async def on_error(exc: Exception) -> None:
             errors.append(exc)
             del errors[:-20]  # the latest few are enough to explain a failure
             await _log_error(exc)
+
+        async def on_reconnect() -> None:
+            log.info("reconnected to nats")
+            for listener in list(listeners):
+                try:
+                    listener()
+                except Exception:
+                    log.exception("reconnect listener failed")
 
         while time.monotonic() < deadline:
             try:
@@ -141,12 +152,13 @@ class Bus:
                     password=settings.nats_password.get_secret_value()
                     if settings.nats_password else None,
                     max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
+                    # A NATS restart takes ~0.3 s: try again soon after it is back.
+                    reconnect_time_wait=0.25,
                     connect_timeout=2,
                     allow_reconnect=True,
                     error_cb=on_error,
                     disconnected_cb=_log_disconnect,
-                    reconnected_cb=_log_reconnect,
+                    reconnected_cb=on_reconnect,
                 ), timeout=max(0.5, min(5.0, deadline - time.monotonic())))
                 break
             except Exception as exc:
@@ -154,7 +166,8 @@ class Bus:
                 await asyncio.sleep(0.2)
         else:
             raise BusError(f"cannot reach NATS at {settings.nats_url}: {last_error}")
-        bus = cls(nc=nc, js=nc.jetstream(), settings=settings, service=service, errors=errors)
+        bus = cls(nc=nc, js=nc.jetstream(), settings=settings, service=service, errors=errors,
+                  reconnect_listeners=listeners)
         if ensure:
             try:
                 await bus.ensure()
@@ -214,6 +227,13 @@ class Bus:
                 f"the NATS at {self.settings.nats_url} belongs to the Koda stack of another home "
                 f"({metadata.get('koda_home', '?')}), not {self.settings.expanded_home()}: give "
                 "each stack its own NATS (KODA_NATS_PORT / KODA_NATS_URL)")
+
+    def on_reconnect(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` each time the connection comes back (after a NATS restart or a
+        network drop); returns the function that stops it."""
+        self.reconnect_listeners.append(listener)
+        return lambda: self.reconnect_listeners.remove(listener) \
+            if listener in self.reconnect_listeners else None
 
     async def close(self) -> None:
         """Flush what we published and leave the server cleanly."""
@@ -327,5 +347,3 @@ async def _log_disconnect() -> None:
     log.warning("disconnected from nats")
 
 
-async def _log_reconnect() -> None:
-    log.info("reconnected to nats")

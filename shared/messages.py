@@ -29,7 +29,9 @@ def utcnow() -> datetime:
 class Message(BaseModel):
     """Base of every wire model: a schema version, unknown fields ignored, JSON on the wire."""
 
-    model_config = ConfigDict(extra="ignore")
+    # Each model builds its validator on first use, not at import: a restarted service
+    # heartbeats ~0.2 s sooner (it uses a few of these models, and imports all of them).
+    model_config = ConfigDict(extra="ignore", defer_build=True)
     #: The subject family this model travels on, for documentation and typed helpers.
     kind: ClassVar[str] = ""
     schema_version: int = SCHEMA_VERSION

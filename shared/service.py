@@ -106,7 +106,18 @@ class Service:
     async def _heartbeat_loop(self) -> None:
         kv = self.bus.kv["health"]
         key = f"{self.name}.{self.instance}"
+        # After a NATS restart, beat at once rather than up to an interval later: whoever
+        # watches health (the watchdog, `koda status`) sees the service back without delay.
+        beat_now = asyncio.Event()
+        unlisten = self.bus.on_reconnect(beat_now.set)
+        try:
+            await self._beat_forever(kv, key, beat_now)
+        finally:
+            unlisten()
+
+    async def _beat_forever(self, kv: Any, key: str, beat_now: asyncio.Event) -> None:
         while True:
+            beat_now.clear()
             beat = Heartbeat(
                 service=self.name,
                 instance=self.instance,
@@ -121,7 +132,10 @@ class Service:
                 self._heartbeats.labels(self.name).inc()
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
-            await asyncio.sleep(self.settings.heartbeat_interval)
+            try:
+                await asyncio.wait_for(beat_now.wait(), self.settings.heartbeat_interval)
+            except TimeoutError:
+                pass
 
     async def serve(self, *, install_signals: bool = True) -> int:
         """Run the service until stopped; returns the process exit code."""

@@ -19,6 +19,7 @@ from typing import Any
 
 from koda.shared.errors import ConfigError
 from koda.shared.home import HomeLayout
+from koda.shared.kvwatch import KeyWatch
 from koda.shared.messages import SchedulerFire
 from koda.shared.service import Service
 from koda.shared.settings import KodaSettings
@@ -34,7 +35,7 @@ from .metrics import SchedulerMetrics
 from .records import FireRecords
 from .reload import TasksFileWatch
 from .schedule import DueHeap, ScheduledTask, scheduled_tasks
-from .watches import ActiveRuns, KeyWatch, PausedTasks
+from .watches import ActiveRuns, PausedTasks
 
 log = logging.getLogger(__name__)
 #: A fire more than this late means the loop was stalled (a laptop asleep): it is treated as
@@ -65,9 +66,9 @@ class SchedulerService(Service):
                                     self.settings.expanded_state())
         await self._reload()
         self.paused, self.active = PausedTasks(), ActiveRuns()
-        for kv, pattern, view in ((self.bus.kv["scheduler"], "pause.*", self.paused),
-                                  (self.bus.kv["runs"], ">", self.active)):
-            key_watch = KeyWatch(kv, pattern, view.apply)
+        for bucket, pattern, view in (("scheduler", "pause.*", self.paused),
+                                      ("runs", ">", self.active)):
+            key_watch = KeyWatch(self.bus, bucket, pattern, view.apply)
             await key_watch.start()
             self.stack.push_async_callback(key_watch.stop)
         self.records = FireRecords(self.bus.kv["scheduler"])
@@ -196,7 +197,7 @@ class SchedulerService(Service):
             if value is not None:
                 records[key.removeprefix("fire.")] = SchedulerFire.from_bytes(value)
 
-        key_watch = KeyWatch(self.bus.kv["scheduler"], "fire.*", keep)
+        key_watch = KeyWatch(self.bus, "scheduler", "fire.*", keep)
         await key_watch.start()
         await key_watch.stop()
         return records

@@ -1,4 +1,5 @@
-"""In-memory views of KV state the scheduler consults at every fire, kept fresh by KV watchers.
+"""In-memory views of KV state the scheduler consults at every fire, kept fresh by KV watchers
+(`koda.shared.kvwatch.KeyWatch`, live again at once after a NATS restart).
 
 Reading the KV at fire time would put a round trip per task on the path to the publish; a
 watcher delivers changes within milliseconds instead, so a fire only looks at a dict.
@@ -6,51 +7,11 @@ watcher delivers changes within milliseconds instead, so a fire only looks at a 
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
-
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from koda.shared.messages import RUN_TERMINAL, RunLedgerEntry
 
 log = logging.getLogger(__name__)
-
-
-class KeyWatch:
-    """Follow keys matching a pattern; `apply(key, value or None)` on each change."""
-
-    def __init__(self, kv: KeyValue, pattern: str, apply: Callable[[str, bytes | None], None]) -> None:
-        self.kv = kv
-        self.pattern = pattern
-        self.apply = apply
-        self.ready = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self, timeout: float = 10.0) -> None:
-        """Start following and return once the current values are loaded."""
-        self._task = asyncio.create_task(self._follow(), name=f"watch {self.pattern}")
-        await asyncio.wait_for(self.ready.wait(), timeout)
-
-    async def _follow(self) -> None:
-        watcher = await self.kv.watch(self.pattern)
-        try:
-            async for entry in watcher:
-                if entry is None:  # the end of the initial values
-                    self.ready.set()
-                    continue
-                deleted = entry.operation in (KV_DEL, KV_PURGE)
-                self.apply(entry.key, None if deleted else entry.value)
-        finally:
-            await watcher.stop()
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
 
 
 class PausedTasks:

@@ -13,21 +13,22 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from nats.aio.msg import Msg
-
-from koda.shared.events import ActionDone, BadEvent, JobDone, RunEnded, ScrapeDone
 from koda.shared.home import HomeLayout
-from koda.shared.messages import Event, Heartbeat
+from koda.shared.kvwatch import KeyWatch
+from koda.shared.messages import Heartbeat
 from koda.shared.service import Service
 from koda.shared.settings import SERVICES
 from koda.shared.supervision import read_restarts
 
 from . import heal
-from .classify import CAUSE_CLASSES, classify, classify_text
+from .classify import classify
 from .evidence import Evidence, restarts_in_window, tail
+from .failed_jobs import SUBJECTS as FAILED_JOB_SUBJECTS
+from .failed_jobs import FailedJobs
 from .incidents import Incident
 from .metrics import WatchdogMetrics
 from .probes import Probes
+from .reports import IncidentReports
 from .restarts import RestartCollector
 from .selfheal import SelfHealGate
 from .supervisor import Supervisor
@@ -54,23 +55,24 @@ class WatchdogService(Service):
         self._reconnects = 0
         self._bus_dropped_at: float | None = None
         self.self_heal = SelfHealGate(self.settings, self.layout)
-        watcher = await self.bus.kv["health"].watchall()
-        self.stack.push_async_callback(watcher.stop)
-        self._watch_task = asyncio.create_task(self._watch_heartbeats(watcher))
-        self.stack.callback(self._watch_task.cancel)
-        for subject in ("koda.events.run.failed", "koda.events.action.done",
-                        "koda.events.scrape.done"):
-            sub = await self.bus.nc.subscribe(subject, queue="watchdog", cb=self._on_failure_event)
+        self.reports = IncidentReports(self.bus, self.metrics, self.redact, self.incidents)
+        failed_jobs = FailedJobs(self.bus, self.metrics, self.redact, self.self_heal, self.reports)
+        # A KeyWatch, not a bare KV watch: it is live again the moment NATS is back.
+        beats = KeyWatch(self.bus, "health", ">", self._on_beat)
+        await beats.start()
+        self.stack.push_async_callback(beats.stop)
+        for subject in FAILED_JOB_SUBJECTS:
+            sub = await self.bus.nc.subscribe(subject, queue="watchdog", cb=failed_jobs.on_event)
             self.stack.push_async_callback(sub.unsubscribe)
 
-    async def _watch_heartbeats(self, watcher: Any) -> None:
-        async for entry in watcher:
-            if entry is None:
-                continue  # end of the initial values
-            if entry.value:
-                self.beats[entry.key] = Heartbeat.from_bytes(entry.value)
-            else:
-                self.beats.pop(entry.key, None)
+    def _on_beat(self, key: str, value: bytes | None) -> None:
+        if value is None:
+            self.beats.pop(key, None)
+            return
+        try:
+            self.beats[key] = Heartbeat.from_bytes(value)
+        except ValueError:
+            log.warning("unreadable heartbeat", extra={"key": key})
 
     async def run(self) -> None:
         probe_every = 10.0
@@ -172,17 +174,17 @@ class WatchdogService(Service):
             failure, reason = classify(evidence, self.settings.crash_loop_restarts)
             if incident.evidence is None or failure != incident.failure:
                 incident.evidence, incident.failure, incident.reason = evidence, failure, reason
-                await self._step(incident, f"classified {failure}: {reason}")
+                await self.reports.step(incident, f"classified {failure}: {reason}")
             if failure in ("config", "crash_loop"):
                 await self._escalate(incident)
                 return
             if state in DOWN_STATES and await self.supervisor.start(service):
                 self.metrics.heal_actions.labels("restart").inc()
-                await self._step(incident, "restarted it through supervisord")
+                await self.reports.step(incident, "restarted it through supervisord")
             refusal = self.self_heal.refusal() if failure == "unknown" else None
             if refusal is not None and "self-heal" not in incident.extra:
                 incident.extra["self-heal"] = None
-                await self._step(incident, f"no self-heal run: {refusal}")
+                await self.reports.step(incident, f"no self-heal run: {refusal}")
             if failure == "unknown" and "self-heal" not in incident.extra:
                 self.self_heal.took()
                 run_id = await heal.queue_self_heal(
@@ -190,7 +192,7 @@ class WatchdogService(Service):
                     incident.evidence.as_data(self.redact, lines=50))
                 incident.extra["self-heal"] = run_id
                 self.metrics.heal_actions.labels("self_heal_run").inc()
-                await self._step(incident, f"queued the self-heal skill as run {run_id}")
+                await self.reports.step(incident, f"queued the self-heal skill as run {run_id}")
         pid = info.get("pid") or None
         if incident.healthy_at is None:
             # Healthy means a process started after the failure is heartbeating; supervisord
@@ -207,7 +209,7 @@ class WatchdogService(Service):
             incident.outcome = "healed" if holds else "failed"
             if incident.time_to_healthy is not None and holds:
                 self.metrics.time_to_healthy.observe(incident.time_to_healthy)
-            await self._report(incident, holds)
+            await self.reports.report(incident, holds)
 
     async def _escalate(self, incident: Incident) -> None:
         service = incident.key
@@ -223,39 +225,7 @@ class WatchdogService(Service):
                 self.metrics.heal_actions.labels("hold_tasks").inc()
                 incident.act(f"held dependent tasks: {', '.join(held)}")
         incident.outcome = "escalated"
-        await self._report(incident, holds=False)
-
-    async def _step(self, incident: Incident, action: str) -> None:
-        incident.act(action)
-        await self.bus.emit(self.bus.event("heal.step", f"{incident.key}: {action}",
-                                           data={"incident": incident.key, "step": action}))
-
-    async def _report(self, incident: Incident, holds: bool) -> None:
-        """The one report of an incident: an alert if a person must act, else a resolution."""
-        self.metrics.incidents.labels(incident.failure, incident.outcome or "unknown").inc()
-        what = {"healed": "healed", "failed": "did not hold", "escalated": "needs a person",
-                "recorded": "recorded"}.get(incident.outcome or "", incident.outcome or "")
-        summary = f"{incident.key}: {incident.failure} ({incident.reason}); {what}"
-        data = {
-            "incident": incident.key, "class": incident.failure, "reason": incident.reason,
-            "outcome": incident.outcome, "holds": holds, "actions": incident.actions,
-            "evidence": incident.evidence.as_data(self.redact) if incident.evidence else {},
-            "time_to_detect_s": round(incident.time_to_detect, 3),
-            "time_to_healthy_s": None if incident.time_to_healthy is None
-            else round(incident.time_to_healthy, 3),
-            **incident.extra,
-        }
-        if incident.outcome in ("escalated", "failed"):
-            event = self.bus.event("alert", summary, severity="critical",
-                                   data={"kind": f"incident.{incident.failure}", **data})
-        else:
-            event = self.bus.event("incident.resolved", summary, severity="warning", data=data)
-        await self.bus.emit(event)
-        log.warning("incident reported", extra={"summary": summary})
-        # A finished incident frees the service for the next one; an escalated one stays
-        # until a person starts the service again (see _progress).
-        if incident.outcome != "escalated":
-            self.incidents.pop(incident.key, None)
+        await self.reports.report(incident, holds=False)
 
     async def _heartbeat_only(self, service: str) -> None:
         """Without supervisord (compose): a service whose heartbeats stopped is reported once."""
@@ -269,11 +239,11 @@ class WatchdogService(Service):
                         return
                     self.incidents.pop(BUS_INCIDENT, None)
                     incident.outcome, incident.healthy_at = "healed", time.time()
-                    await self._report(incident, holds=True)
+                    await self.reports.report(incident, holds=True)
                     return
                 incident.outcome, incident.healthy_at = "healed", time.time()
                 incident.act("heartbeats are back (restarted by its container policy)")
-                await self._report(incident, holds=True)
+                await self.reports.report(incident, holds=True)
             return
         if service not in self.incidents and self._bus_outage():
             # Every service's heartbeats lapse when NATS restarts: one incident, not one each.
@@ -295,81 +265,6 @@ class WatchdogService(Service):
                                 reason="no heartbeat within the TTL")
             self.incidents[service] = incident
             incident.act("no supervisord here: waiting for the container restart policy")
-
-    # --- failed runs and jobs -------------------------------------------------------------
-
-    async def _on_failure_event(self, msg: Msg) -> None:
-        try:
-            event = Event.from_bytes(msg.data)
-        except ValueError:
-            return
-        try:
-            ended: JobDone | RunEnded = (
-                ActionDone.of(event) if event.event == "action.done"
-                else ScrapeDone.of(event) if event.event == "scrape.done" else RunEnded.of(event))
-        except BadEvent as exc:
-            log.warning("not acting on an event: %s", exc)
-            return
-        if isinstance(ended, JobDone) and (ended.ok or ended.needs_human):
-            return  # done, or the scraper already tried its refresh and escalated
-        if event.task == heal.SELF_HEAL_TASK:
-            return  # never answer a failed self-heal run with another one
-        error = ended.error or event.summary
-        action = ended if isinstance(ended, ActionDone) else None
-        failure, reason = classify_text(error, action.exit_code if action else None)
-        if isinstance(ended, RunEnded) and ended.cause in CAUSE_CLASSES:  # named: no guessing
-            failure, reason = CAUSE_CLASSES[ended.cause], ended.resource or ended.cause
-        elif isinstance(ended, RunEnded) and ended.outcome in ("turn_cap", "refused"):
-            failure, reason = "limit", ended.outcome  # a limit did its job
-        site = ended.site if isinstance(ended, JobDone) else None
-        key = f"site:{site}" if site else f"task:{event.task or (action.name if action else '?')}"
-        if key in self.incidents:
-            return
-        incident = Incident(key=key, detected_at=time.monotonic(), failed_at=event.at.timestamp(),
-                            detected_wall=time.time(), failure=failure, reason=reason)
-        incident.evidence = Evidence(service=event.service, state="failed", exit_status=None,
-                                     restarts=0, recent_restarts=0, log_tail=[error])
-        self.incidents[key] = incident
-        try:
-            await self._heal_job(incident, event, site)
-        finally:
-            self.incidents.pop(key, None)
-
-    async def _heal_job(self, incident: Incident, event: Event, site: str | None) -> None:
-        if incident.failure == "auth" and site:
-            await self._step(incident, f"refreshing cookies for {site} through the scraper")
-            self.metrics.heal_actions.labels("refresh_cookies").inc()
-            result = await heal.refresh_cookies(self.bus, site)
-            incident.act(f"cookie refresh for {site}: {'ok' if result.ok else result.error}")
-            incident.outcome = "healed" if result.ok else "escalated"
-            incident.healthy_at = time.time() if result.ok else None
-            await self._report(incident, holds=result.ok)
-        elif incident.failure == "unknown":
-            refusal = self.self_heal.refusal()
-            if refusal is not None:
-                await self._step(incident, f"no self-heal run: {refusal}")
-                incident.outcome = "recorded"
-                self.metrics.incidents.labels(incident.failure, "recorded").inc()
-                return
-            self.self_heal.took()
-            run_id = await heal.queue_self_heal(
-                self.bus, f"{incident.key} failed: {incident.reason}",
-                incident.evidence.as_data(self.redact) if incident.evidence else {})
-            incident.act(f"queued the self-heal skill as run {run_id}")
-            self.metrics.heal_actions.labels("self_heal_run").inc()
-            incident.outcome = "recorded"
-            await self._report(incident, holds=False)
-        elif incident.failure == "limit":
-            incident.outcome = "recorded"  # a turn cap or spend cap did its job
-            self.metrics.incidents.labels(incident.failure, "recorded").inc()
-        else:
-            # A person must act (a secret, a handler, the config, a login, the disk, the API
-            # unreachable): one alert per cause an hour, however many runs fail for it.
-            incident.outcome = "escalated"
-            if self.self_heal.alert_due(f"{incident.failure}:{incident.reason}"):
-                await self._report(incident, holds=False)
-            else:
-                self.metrics.incidents.labels(incident.failure, "coalesced").inc()
 
 
 SERVICE = WatchdogService
