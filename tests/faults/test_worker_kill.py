@@ -69,10 +69,12 @@ async def test_ten_kills_mid_run_leave_no_session_behind(
             releases.append(release)
             held.set()
             release.wait(30)  # the worker is killed meanwhile; an orphan would carry on here
-            return ToolUse.one("Bash", command="echo orphan-step")
-        return ToolUse.one("Bash", command="echo step") if call.turn == 0 else Text("chores done")
+            return ToolUse.one("Glob", pattern="orphan-step*")  # its result names the file
+        # Glob: a real tool call that starts no sandboxed process (twenty of those cost seconds).
+        return ToolUse.one("Glob", pattern="soul.md") if call.turn == 0 else Text("chores done")
 
     fake_api.script = script
+    (HomeLayout(wsettings.expanded_home()).root / "orphan-step.md").write_text("marker\n")
     worker = WorkerProcess(wsettings, tmp_path / "worker.log")
     worker.start()
     runs = []

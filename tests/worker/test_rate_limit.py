@@ -26,8 +26,8 @@ async def test_a_429_storm_over_ten_runs_pauses_all_and_alerts_once(
                 seen["hit_at"] = call.at
                 fake_api.rate_limit(WINDOW, retry_after=WINDOW)
                 return Status(429, retry_after=WINDOW)
-        return ToolUse.one("Bash", command="echo checked", description="check") if call.turn == 0 \
-            else Text("checked")
+        # Glob: a real tool call that starts no sandboxed process (ten of those cost seconds).
+        return ToolUse.one("Glob", pattern="*.md") if call.turn == 0 else Text("checked")
 
     fake_api.script = script
     requests = [run_request("storm", i) for i in range(10)]
