@@ -256,6 +256,14 @@ class RateWindow(Message):
     seen_at: datetime = Field(default_factory=utcnow)
 
 
+class SelfHealRecord(Message):
+    """`selfheal` in the `limits` KV: when the watchdog queued self-heal runs and last alerted
+    each cause, so its hourly bounds hold across its own restarts."""
+
+    queued: list[datetime] = Field(default_factory=list)
+    alerted: dict[str, datetime] = Field(default_factory=dict, description="cause to last alert.")
+
+
 class LimitsRecord(Message):
     """The `limits` KV: a rate-limit pause every worker honours, and running spend."""
 

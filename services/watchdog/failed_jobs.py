@@ -86,13 +86,13 @@ class FailedJobs:
             incident.healthy_at = time.time() if result.ok else None
             await self.reports.report(incident, holds=result.ok)
         elif incident.failure == "unknown":
-            refusal = self.self_heal.refusal()
+            refusal = await self.self_heal.refusal()
             if refusal is not None:
                 await self.reports.step(incident, f"no self-heal run: {refusal}")
                 incident.outcome = "recorded"
                 self.metrics.incidents.labels(incident.failure, "recorded").inc()
                 return
-            self.self_heal.took()
+            await self.self_heal.took()
             run_id = await heal.queue_self_heal(
                 self.bus, f"{incident.key} failed: {incident.reason}",
                 incident.evidence.as_data(self.redact) if incident.evidence else {})
@@ -107,7 +107,7 @@ class FailedJobs:
             # A person must act (a secret, a handler, the config, a login, the disk, the API
             # unreachable): one alert per cause an hour, however many runs fail for it.
             incident.outcome = "escalated"
-            if self.self_heal.alert_due(f"{incident.failure}:{incident.reason}"):
+            if await self.self_heal.alert_due(f"{incident.failure}:{incident.reason}"):
                 await self.reports.report(incident, holds=False)
             else:
                 self.metrics.incidents.labels(incident.failure, "coalesced").inc()

@@ -5,34 +5,45 @@ task is enabled in tasks.json, at most `KODA_SELF_HEAL_PER_HOUR` an hour and whi
 self-heal spend (from its run records) is under `KODA_SELF_HEAL_SPEND_DAY_USD`; never about a
 self-heal run. Failures a rule does classify (config, auth, a missing secret, no handler, the
 API unreachable, a full disk) get one alert per cause per hour instead: no agent can fix them.
+Both bounds live in the `limits` KV (`selfheal`), not in memory: a restarted watchdog (a crash
+loop of its own, an upgrade) does not get a fresh hour of runs and alerts.
 """
 
 from __future__ import annotations
 
-import time
-from collections import deque
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+from nats.js.kv import KeyValue
 
 from koda.shared.errors import ConfigError
 from koda.shared.home import HomeLayout
+from koda.shared.kv_record import KVRecords
+from koda.shared.messages import SelfHealRecord
 from koda.shared.run_record import read_records
 from koda.shared.settings import KodaSettings
 from koda.shared.tasks import load_tasks
 
 SELF_HEAL_TASK = "self-heal"
 ALERT_EVERY_S = 3600.0
+KEY = "selfheal"
+HOUR = timedelta(hours=1)
 
 
 class SelfHealGate:
     """Decides whether an unclassified failure may get a self-heal run, and coalesces alerts."""
 
-    def __init__(self, settings: KodaSettings, layout: HomeLayout) -> None:
+    def __init__(self, settings: KodaSettings, layout: HomeLayout, limits: KeyValue) -> None:
         self.settings = settings
         self.layout = layout
-        self.queued: deque[float] = deque()
-        self.alerted: dict[str, float] = {}
+        self.records = KVRecords(limits, SelfHealRecord)
 
-    def refusal(self) -> str | None:
+    async def queued(self) -> list[datetime]:
+        """When self-heal runs were queued in the last hour."""
+        found = await self.records.get(KEY)
+        now = datetime.now(UTC)
+        return [t for t in found.value.queued if now - t < HOUR] if found else []
+
+    async def refusal(self) -> str | None:
         """None if a self-heal run may be queued now, else why not (for the incident's trail)."""
         try:
             task = load_tasks(self.layout.tasks).get(SELF_HEAL_TASK)
@@ -40,10 +51,7 @@ class SelfHealGate:
             return "tasks.json is unusable"
         if task is None or not task.enabled:
             return "the self-heal task is not enabled in tasks.json"
-        now = time.monotonic()
-        while self.queued and now - self.queued[0] > 3600:
-            self.queued.popleft()
-        if len(self.queued) >= self.settings.self_heal_per_hour:
+        if len(await self.queued()) >= self.settings.self_heal_per_hour:
             return f"{self.settings.self_heal_per_hour} self-heal runs in the last hour already"
         spent = self.spent_today()
         if spent >= self.settings.self_heal_spend_day_usd:
@@ -51,8 +59,15 @@ class SelfHealGate:
                     f"${self.settings.self_heal_spend_day_usd:.2f}")
         return None
 
-    def took(self) -> None:
-        self.queued.append(time.monotonic())
+    async def took(self) -> None:
+        now = datetime.now(UTC)
+
+        def add(record: SelfHealRecord | None) -> SelfHealRecord:
+            record = record or SelfHealRecord()
+            recent = [t for t in record.queued if now - t < HOUR]
+            return record.model_copy(update={"queued": [*recent, now]})
+
+        await self.records.change(KEY, add)
 
     def spent_today(self) -> float:
         """Today's self-heal spend, from the run records in the home."""
@@ -60,11 +75,17 @@ class SelfHealGate:
         return sum(r.cost_usd for r in read_records(self.layout.runs, pattern=f"{SELF_HEAL_TASK}.*")
                    .values() if r.finished_at.astimezone(UTC).date() == today)
 
-    def alert_due(self, cause: str) -> bool:
+    async def alert_due(self, cause: str) -> bool:
         """True for the first alert of a cause, then once an hour."""
-        now = time.monotonic()
-        last = self.alerted.get(cause)
-        if last is not None and now - last < ALERT_EVERY_S:
-            return False
-        self.alerted[cause] = now
-        return True
+        now = datetime.now(UTC)
+
+        def due(record: SelfHealRecord | None) -> SelfHealRecord | None:
+            record = record or SelfHealRecord()
+            last = record.alerted.get(cause)
+            if last is not None and (now - last).total_seconds() < ALERT_EVERY_S:
+                return None  # not due: nothing written
+            alerted = {c: t for c, t in record.alerted.items()
+                       if (now - t).total_seconds() < ALERT_EVERY_S}
+            return record.model_copy(update={"alerted": {**alerted, cause: now}})
+
+        return await self.records.change(KEY, due) is not None

@@ -54,7 +54,7 @@ class WatchdogService(Service):
         self.probes = Probes(self.settings, self.bus, self.registry)
         self._reconnects = 0
         self._bus_dropped_at: float | None = None
-        self.self_heal = SelfHealGate(self.settings, self.layout)
+        self.self_heal = SelfHealGate(self.settings, self.layout, self.bus.kv["limits"])
         self.reports = IncidentReports(self.bus, self.metrics, self.redact, self.incidents)
         failed_jobs = FailedJobs(self.bus, self.metrics, self.redact, self.self_heal, self.reports)
         # A KeyWatch, not a bare KV watch: it is live again the moment NATS is back.
@@ -181,12 +181,12 @@ class WatchdogService(Service):
             if state in DOWN_STATES and await self.supervisor.start(service):
                 self.metrics.heal_actions.labels("restart").inc()
                 await self.reports.step(incident, "restarted it through supervisord")
-            refusal = self.self_heal.refusal() if failure == "unknown" else None
+            refusal = await self.self_heal.refusal() if failure == "unknown" else None
             if refusal is not None and "self-heal" not in incident.extra:
                 incident.extra["self-heal"] = None
                 await self.reports.step(incident, f"no self-heal run: {refusal}")
             if failure == "unknown" and "self-heal" not in incident.extra:
-                self.self_heal.took()
+                await self.self_heal.took()
                 run_id = await heal.queue_self_heal(
                     self.bus, f"{service} failed: {reason}",
                     incident.evidence.as_data(self.redact, lines=50))

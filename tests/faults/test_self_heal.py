@@ -57,7 +57,7 @@ async def test_ordinary_failures_queue_no_agent_and_alert_once_per_cause(
         # One more unclassified failure, to know every earlier one was handled.
         await fail(bus, "odd", {"outcome": "failed", "error": "the frobnicator sulks"}, 99)
         await events.wait(lambda: bool(heals), 30)
-        assert watchdog.self_heal.queued
+        assert len(await watchdog.self_heal.queued()) == 1
     await sub.unsubscribe()
     kinds = sorted(e.data["reason"] for e in events.of("alert"))
     # missing_secret x2 -> 1, Connection error x2 -> 1; turn cap -> none.
@@ -91,7 +91,12 @@ async def test_self_heal_is_opt_in_bounded_and_never_about_itself(
             await fail(bus, f"odd{n}", {"outcome": "failed", "error": "the frobnicator sulks"}, n)
         # Two runs, then the hourly cap refuses the other four.
         await events.wait(lambda: len(refused("in the last hour")) >= 4, 30)
-        assert len(watchdog.self_heal.queued) == 2
+        assert len(await watchdog.self_heal.queued()) == 2
+        await bus.nc.flush()
+    # A restarted watchdog keeps the hour's count (it lives in NATS, not in its memory).
+    async with serving(WatchdogService(settings)):
+        await fail(bus, "odd9", {"outcome": "failed", "error": "the frobnicator sulks"}, 10)
+        await events.wait(lambda: len(refused("in the last hour")) >= 5, 30)
         await bus.nc.flush()
     await sub.unsubscribe()
     assert len(heals) == 2
