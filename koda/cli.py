@@ -65,13 +65,22 @@ def cmd_init(args: argparse.Namespace) -> int:
     from koda.shared.safe_write import UnsafePath
 
     settings = settings_from(args)
+    home = settings.expanded_home()
     try:
         report = init_home(settings)
     except UnsafePath as exc:
         # A link in the home (the agent can make them) is never written through.
         print(f"koda init: {exc}; remove the link and run koda init again", file=sys.stderr)
         return 1
-    home = settings.expanded_home()
+    except PermissionError:
+        # Typically a host folder mounted as the home, owned by another user than the one Koda
+        # runs as (uid 10001 in the image).
+        print(f"koda init: cannot write in {home}: permission denied for uid "
+              f"{os.getuid()}. The agent home must be writable by the user Koda runs as: "
+              f"`sudo chown -R {os.getuid()}:{os.getgid()} {home}` on the host side of a "
+              "mounted folder, or keep compose's named volume (docs/deploy.md, "
+              "\"The agent home\").", file=sys.stderr)
+        return 1
     print(f"agent home: {home}")
     for label, items in (("created", report.created), ("updated", report.updated),
                          ("kept (you changed them)", report.kept_user_changes)):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from koda.shared.settings import SOURCE_DIR
@@ -125,3 +127,26 @@ def test_template_tasks_validate_against_the_shipped_schema() -> None:
     schema = json.loads((SOURCE_DIR / "volumes/koda/tasks.schema.json").read_text())
     data = json.loads((SOURCE_DIR / "volumes/koda/tasks.json").read_text())
     jsonschema.validate(data, schema)
+
+
+def test_init_on_a_home_it_may_not_write_says_which_folder_uid_and_fix() -> None:
+    """A host folder mounted as the home but owned by another user (compose runs Koda as uid
+    10001): one line naming the folder, the uid and the chown that fixes it, no traceback."""
+    # Not under pytest's tmp_path: its root is private to root, and the user here is nobody.
+    base = Path(tempfile.mkdtemp(prefix="koda-perm-"))
+    base.chmod(0o755)  # the unprivileged user may reach the folder, not write it
+    home = base / "home"
+    home.mkdir()
+    state = base / "state"
+    state.mkdir()
+    state.chmod(0o777)
+    env = {"PATH": os.environ["PATH"], "KODA_HOME": str(home), "KODA_STATE_DIR": str(state),
+           "HOME": str(state)}
+    out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                          sys.executable, "-m", "koda", "init"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 1, out
+    assert "Traceback" not in out.stderr, out.stderr
+    assert str(home) in out.stderr and "uid 65534" in out.stderr, out.stderr
+    assert f"chown -R 65534:65534 {home}" in out.stderr, out.stderr
+    shutil.rmtree(base)
