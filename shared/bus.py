@@ -99,6 +99,7 @@ def bucket_specs(settings: KodaSettings) -> list[KeyValueConfig]:
         KeyValueConfig(bucket="actions", history=1, storage=StorageType.FILE, replicas=replicas,
                        ttl=max(90, settings.events_max_age_days) * 86400.0),
         KeyValueConfig(bucket="scraper", history=1, storage=StorageType.FILE, replicas=replicas),
+        KeyValueConfig(bucket="config", history=1, storage=StorageType.FILE, replicas=replicas),
     ]
 
 

@@ -256,6 +256,18 @@ class RateWindow(Message):
     seen_at: datetime = Field(default_factory=utcnow)
 
 
+class LastGoodConfig(Message):
+    """`<file stem>` in the `config` KV (e.g. `tasks`): the newest version of a config file that
+    parsed, shared by every service that reads it, so a service restarting on a broken file runs
+    the newest good version any service saw, not its own older copy."""
+
+    text: str
+    mtime_ns: int = Field(description="the source file's mtime when this version was read.")
+    sha256: str
+    seen_by: str = Field(description="the service that read it from the file.")
+    seen_at: datetime = Field(default_factory=utcnow)
+
+
 class SelfHealRecord(Message):
     """`selfheal` in the `limits` KV: when the watchdog queued self-heal runs and last alerted
     each cause, so its hourly bounds hold across its own restarts."""

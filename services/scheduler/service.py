@@ -63,7 +63,7 @@ class SchedulerService(Service):
     async def setup(self) -> None:
         self.metrics = SchedulerMetrics(self.registry)
         self.watch = TasksFileWatch(HomeLayout(self.settings.expanded_home()).tasks,
-                                    self.settings.expanded_state())
+                                    self.settings.expanded_state(), self.bus.kv["config"])
         await self._reload()
         self.paused, self.active = PausedTasks(), ActiveRuns()
         for bucket, pattern, view in (("scheduler", "pause.*", self.paused),
@@ -211,7 +211,7 @@ class SchedulerService(Service):
                 await self._reload()
 
     async def _reload(self) -> None:
-        loaded = self.watch.load()
+        loaded = await self.watch.load()
         if isinstance(loaded, ConfigError):
             await self._report_invalid(loaded)
             return

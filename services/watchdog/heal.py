@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from koda.shared.controls import pause_task
-from koda.shared.errors import ConfigError, NoReply
+from koda.shared.errors import NoReply
 from koda.shared.home import HomeLayout
 from koda.shared.messages import RunRequest, ScrapeRequest, ScrapeResult, new_run_id
 from koda.shared.scripts import ScriptManifest
-from koda.shared.tasks import TasksFile, load_tasks
+from koda.shared.tasks import TasksFile
 
 if TYPE_CHECKING:
     from koda.shared.bus import Bus
@@ -21,11 +21,10 @@ if TYPE_CHECKING:
 SELF_HEAL_TASK = "self-heal"
 
 
-def dependent_tasks(service: str, layout: HomeLayout) -> list[str]:
-    """Tasks that cannot run while `service` is down: held during a crash loop."""
-    try:
-        tasks: TasksFile = load_tasks(layout.tasks)
-    except ConfigError:
+def dependent_tasks(service: str, tasks: TasksFile | None, layout: HomeLayout) -> list[str]:
+    """Tasks that cannot run while `service` is down: held during a crash loop. `tasks` is
+    tasks.json or its last good version (None: there never was one)."""
+    if tasks is None:
         return []
     manifest: ScriptManifest | None = None
     try:

@@ -1,7 +1,8 @@
 """When the watchdog may spend money on an agent run to heal something: rarely, by opt-in.
 
 A self-heal run is queued only for a failure no rule classifies, only while the `self-heal`
-task is enabled in tasks.json, at most `KODA_SELF_HEAL_PER_HOUR` an hour and while today's
+task is enabled in tasks.json (or, while it is broken, in its last good version: the `config`
+KV), at most `KODA_SELF_HEAL_PER_HOUR` an hour and while today's
 self-heal spend (from its run records) is under `KODA_SELF_HEAL_SPEND_DAY_USD`; never about a
 self-heal run. Failures a rule does classify (config, auth, a missing secret, no handler, the
 API unreachable, a full disk) get one alert per cause per hour instead: no agent can fix them.
@@ -15,13 +16,13 @@ from datetime import UTC, datetime, timedelta
 
 from nats.js.kv import KeyValue
 
-from koda.shared.errors import ConfigError
 from koda.shared.home import HomeLayout
 from koda.shared.kv_record import KVRecords
+from koda.shared.lastgood import LastGood
 from koda.shared.messages import SelfHealRecord
 from koda.shared.run_record import read_records
 from koda.shared.settings import KodaSettings
-from koda.shared.tasks import load_tasks
+from koda.shared.tasks import TasksFile
 
 SELF_HEAL_TASK = "self-heal"
 ALERT_EVERY_S = 3600.0
@@ -32,9 +33,11 @@ HOUR = timedelta(hours=1)
 class SelfHealGate:
     """Decides whether an unclassified failure may get a self-heal run, and coalesces alerts."""
 
-    def __init__(self, settings: KodaSettings, layout: HomeLayout, limits: KeyValue) -> None:
+    def __init__(self, settings: KodaSettings, layout: HomeLayout, limits: KeyValue,
+                 tasks: LastGood[TasksFile], config: KeyValue) -> None:
         self.settings = settings
         self.layout = layout
+        self.tasks, self.config = tasks, config
         self.records = KVRecords(limits, SelfHealRecord)
 
     async def queued(self) -> list[datetime]:
@@ -45,10 +48,10 @@ class SelfHealGate:
 
     async def refusal(self) -> str | None:
         """None if a self-heal run may be queued now, else why not (for the incident's trail)."""
-        try:
-            task = load_tasks(self.layout.tasks).get(SELF_HEAL_TASK)
-        except ConfigError:
-            return "tasks.json is unusable"
+        tasks = await self.tasks.current(self.config)
+        if tasks is None:
+            return "tasks.json is unusable and no good version of it was ever seen"
+        task = tasks.get(SELF_HEAL_TASK)
         if task is None or not task.enabled:
             return "the self-heal task is not enabled in tasks.json"
         if len(await self.queued()) >= self.settings.self_heal_per_hour:

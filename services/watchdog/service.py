@@ -15,10 +15,12 @@ from typing import Any
 
 from koda.shared.home import HomeLayout
 from koda.shared.kvwatch import KeyWatch
+from koda.shared.lastgood import LastGood
 from koda.shared.messages import Heartbeat
 from koda.shared.service import Service
 from koda.shared.settings import SERVICES
 from koda.shared.supervision import read_restarts
+from koda.shared.tasks import parse_tasks
 
 from . import heal
 from .classify import classify
@@ -54,7 +56,11 @@ class WatchdogService(Service):
         self.probes = Probes(self.settings, self.bus, self.registry)
         self._reconnects = 0
         self._bus_dropped_at: float | None = None
-        self.self_heal = SelfHealGate(self.settings, self.layout, self.bus.kv["limits"])
+        # tasks.json as the other services run it: the shared last good version when it is broken.
+        self.tasks = LastGood(self.layout.tasks, self.settings.expanded_state(), "watchdog",
+                              parse_tasks)
+        self.self_heal = SelfHealGate(self.settings, self.layout, self.bus.kv["limits"],
+                                      self.tasks, self.bus.kv["config"])
         self.reports = IncidentReports(self.bus, self.metrics, self.redact, self.incidents)
         failed_jobs = FailedJobs(self.bus, self.metrics, self.redact, self.self_heal, self.reports)
         # A KeyWatch, not a bare KV watch: it is live again the moment NATS is back.
@@ -219,7 +225,8 @@ class WatchdogService(Service):
         held: list[str] = []
         if incident.failure == "crash_loop":
             held = await heal.hold_tasks(
-                self.bus, heal.dependent_tasks(service, self.layout),
+                self.bus, heal.dependent_tasks(
+                    service, await self.tasks.current(self.bus.kv["config"]), self.layout),
                 f"{service} is in a crash loop")
             if held:
                 self.metrics.heal_actions.labels("hold_tasks").inc()

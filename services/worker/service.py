@@ -68,7 +68,7 @@ class WorkerService(Service):
             await asyncio.to_thread(sandbox_problem)  # probe once, off the event loop
         self.ledger = Ledger(self.bus.kv["runs"], self.instance)
         self.limits = Limits(self.bus.kv["limits"], self.settings)
-        self.lookup = TaskLookup(self.layout, self.settings.expanded_state())
+        self.lookup = TaskLookup(self.layout, self.settings.expanded_state(), self.bus.kv["config"])
         # Probes unshare/setpriv once, off the loop, before the first run needs the launcher.
         await asyncio.to_thread(launcher, self.settings.expanded_state())
         self.in_hand = RunsInHand()
@@ -111,7 +111,7 @@ class WorkerService(Service):
         request = delivery.message
         started_at, started = datetime.now(UTC), time.monotonic()
         try:
-            task = self.lookup.find(request.task)
+            task = await self.lookup.find(request.task)
         except Unrunnable as exc:
             await self.finisher.unclaimed_failed(request, "failed", str(exc), cause=exc.cause)
             return exc

@@ -1,8 +1,9 @@
 """Which task a run request names: tasks.json as it is, or its last good version.
 
-A broken tasks.json does not stop runs: the worker runs on the last good version (also across
-its restarts). A run no retry can help (its task is unknown, no good version exists) raises
-`Unrunnable`, which fails it on its first delivery with the cause.
+A broken tasks.json does not stop runs: the worker runs on the newest good version any service
+saw (the `config` KV; its own saved copy when NATS is unreachable), also across its restarts.
+A run no retry can help (its task is unknown, no good version exists) raises `Unrunnable`,
+which fails it on its first delivery with the cause.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+
+from nats.js.kv import KeyValue
 
 from koda.shared.errors import ConfigError, Permanent
 from koda.shared.home import HomeLayout
@@ -29,8 +32,9 @@ class Unrunnable(Permanent):
 class TaskLookup:
     """tasks.json, reloaded when its mtime changes; a skill name works as a task too."""
 
-    def __init__(self, layout: HomeLayout, state_dir: Path) -> None:
+    def __init__(self, layout: HomeLayout, state_dir: Path, config: KeyValue) -> None:
         self.layout = layout
+        self.config = config  # the `config` KV: the shared last good version
         self.good = LastGood(layout.tasks, state_dir, "worker", parse_tasks)
         self._stamp: int | None = None
 
@@ -39,7 +43,7 @@ class TaskLookup:
         """The tasks in force (None before the first good load)."""
         return self.good.value
 
-    def find(self, task_id: str) -> Task:
+    async def find(self, task_id: str) -> Task:
         try:
             stamp: int | None = self.layout.tasks.stat().st_mtime_ns
         except OSError:
@@ -47,7 +51,7 @@ class TaskLookup:
         if stamp != self._stamp or self.good.value is None:
             self._stamp = stamp
             try:
-                self.good.load()
+                await self.good.load_shared(self.config)
             except ConfigError as exc:
                 raise Unrunnable(f"tasks.json unusable: {exc}", "config") from exc
             if self.good.error is not None:
