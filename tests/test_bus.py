@@ -45,7 +45,7 @@ async def test_setup_is_idempotent_and_creates_the_contract(settings: KodaSettin
         info = await first.js.stream_info("RUNS")
         assert str(getattr(info.config.retention, "value", info.config.retention)) == "workqueue"
         assert set(second.kv) == {"approvals", "health", "scheduler", "runs", "limits", "actions",
-                                  "scraper"}
+                                  "scraper", "config"}
     finally:
         await first.close()
         await second.close()
