@@ -19,6 +19,7 @@ from koda.shared.errors import ConfigError, KodaError
 from koda.shared.events import CancelRequested, RunRequested
 from koda.shared.home import HomeLayout
 from koda.shared.kv_record import KVRecords
+from koda.shared.lastgood import LastGood
 from koda.shared.messages import RunRequest, TaskPause, new_run_id
 from koda.shared.task_edit import TaskEditError
 from koda.shared.task_edit import set_enabled as set_task_enabled
@@ -45,29 +46,17 @@ def load_tasks_or_none(home: HomeLayout) -> tuple[TasksFile | None, str | None]:
         return None, f"{home.tasks}: {exc.strerror or exc}"
 
 
-def tasks_in_force(home: HomeLayout, state_dir: Path
-                   ) -> tuple[TasksFile | None, str | None, datetime | None]:
-    """tasks.json; when it is broken, the last good version (which the scheduler and worker
-    keep using) with the problems and when that version was read. The gateway keeps its own
-    copy of the last good file in its state folder, so the answer survives its restart."""
-    copy = state_dir / "tasks.last-good.json"
-    parsed, error = load_tasks_or_none(home)
-    if parsed is not None:
-        try:
-            text = home.tasks.read_text(encoding="utf-8")
-            if not copy.is_file() or copy.read_text(encoding="utf-8") != text:
-                copy.parent.mkdir(parents=True, exist_ok=True)
-                tmp = copy.with_suffix(".tmp")
-                tmp.write_text(text, encoding="utf-8")
-                tmp.replace(copy)
-        except OSError:
-            pass
+async def tasks_in_force(bus: Bus, home: HomeLayout, state_dir: Path
+                         ) -> tuple[TasksFile | None, str | None, datetime | None]:
+    """tasks.json; when it is broken, the last good version the scheduler and worker keep using
+    (the `config` KV, else this service's saved copy) with the problems and when that version
+    was saved. A good file read here is shared like any service's."""
+    good = LastGood(home.tasks, state_dir, bus.service, parse_tasks)
+    parsed = await good.current(bus.kv["config"])
+    if good.error is None:
         return parsed, None, None
-    try:
-        good = parse_tasks(copy.read_text(encoding="utf-8"), home.tasks)
-        return good, error, datetime.fromtimestamp(copy.stat().st_mtime, UTC)
-    except (OSError, ConfigError):
-        return None, error, None
+    saved_at = datetime.fromtimestamp(good.mtime_ns / 1e9, UTC) if parsed is not None else None
+    return parsed, str(good.error), saved_at
 
 
 def _known(home: HomeLayout, task: str) -> None:

@@ -162,7 +162,8 @@ def build_app(ctx: GatewayContext, auth: ConsoleAuth, guesses: GuessLimiter | No
     async def tasks(request: Request) -> Response:
         h = await viewer(request)
         rows, error = await status.tasks(ctx.bus, ctx.home)
-        _, _, good_at = controls.tasks_in_force(ctx.home, ctx.settings.expanded_state())
+        _, _, good_at = await controls.tasks_in_force(ctx.bus, ctx.home,
+                                                      ctx.settings.expanded_state())
         latest: dict[str, run_data.RunSummary] = {}
         for summary in await run_data.summaries(ctx):  # running first, then newest
             latest.setdefault(summary.task, summary)

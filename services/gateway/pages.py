@@ -231,7 +231,7 @@ def tasks(h: Html, rows: list[TaskRow], error: str | None, flash: str | None,
     """`latest` is each task's newest run (records and ledger); without it, the ledger's."""
     out = ""
     if error:
-        kept = (f"The last good version (read {when(last_good_at)}) stays in force; its tasks are "
+        kept = (f"The last good version (saved {when(last_good_at)}) stays in force; its tasks are "
                 "below." if rows else "No good version is known: nothing is scheduled.")
         out = (f'<div class="card"><b class="bad">tasks.json has problems</b><pre>{h.t(error)}</pre>'
                f"<p>{kept}</p></div>")

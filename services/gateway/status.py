@@ -164,7 +164,7 @@ async def tasks(bus: Bus, home: HomeLayout, now: datetime | None = None
     """Every task with its next fire, last fire, last run and pause; plus a tasks.json error.
     A broken file gives the error and the last good version's tasks (still in force)."""
     now = now or datetime.now(UTC)
-    parsed, error, _ = tasks_in_force(home, bus.settings.expanded_state())
+    parsed, error, _ = await tasks_in_force(bus, home, bus.settings.expanded_state())
     if parsed is None:
         return [], error
     runs = await ledger(bus)
