@@ -104,14 +104,15 @@ class LastGood(Generic[T]):
 
         try:
             await KVRecords(kv, LastGoodConfig).change(self.key, newer)
-        except (NatsError, OSError, TimeoutError) as exc:  # NATS down: the local copy still holds
+        except (NatsError, OSError, TimeoutError, ValueError) as exc:
+            # NATS down (or a record this release cannot read): the local copy still holds.
             log.warning("could not share the last good %s: %s", self.source.name, exc)
 
     async def _adopt_shared(self, kv: KeyValue) -> bool:
         """Run the KV's version when it is newer than the one in hand; True if a value is held."""
         try:
             found = await KVRecords(kv, LastGoodConfig).get(self.key)
-        except (NatsError, OSError, TimeoutError) as exc:
+        except (NatsError, OSError, TimeoutError, ValueError) as exc:
             log.warning("could not read the shared last good %s: %s", self.source.name, exc)
             return self.value is not None
         if found is None or found.value.mtime_ns <= self.mtime_ns:

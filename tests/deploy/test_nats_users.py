@@ -244,6 +244,7 @@ async def _try_publish(stack: UsersStack, user: str, subject: str) -> str | None
     ("gateway", "$JS.API.CONSUMER.MSG.NEXT.RUNS.runs-workers"),  # nor takes the worker's runs
     ("watchdog", "$JS.API.STREAM.DELETE.EVENTS"),     # nobody deletes the audit log
     ("scheduler", "$JS.ACK.RUNS.runs-workers.1.1.1.1.1"),
+    ("scraper", "$KV.config.tasks"),                  # only services that read tasks.json share it
 ])
 async def test_a_user_cannot_touch_what_another_service_owns(
         users_stack: UsersStack, user: str, subject: str) -> None:
@@ -257,6 +258,7 @@ async def test_a_user_cannot_touch_what_another_service_owns(
     ("worker", "koda.actions.script.post-x"),
     ("watchdog", "$KV.scheduler.pause.daily-post"),
     ("actions", "koda.events.action.done"),
+    ("worker", "$KV.config.tasks"),
 ])
 async def test_a_user_may_publish_its_own_subjects(users_stack: UsersStack, user: str,
                                                    subject: str) -> None:
