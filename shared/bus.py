@@ -293,8 +293,8 @@ class Bus:
 
     def event(self, event: str, summary: str = "", *,
               data: EventData | dict[str, Any] | None = None, **fields: Any) -> Event:
-        """An event from this service; `data` is the kind's model (shared/events.py) or, for
-        kinds that have none yet, a plain dict."""
+        """An event from this service; `data` is the kind's model (shared/events.py). A plain
+        dict is for what no model describes: a test standing in for another version's producer."""
         payload = data.dump() if isinstance(data, EventData) else data or {}
         return Event(event=event, service=self.service, summary=summary, data=payload, **fields)
 

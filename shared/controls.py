@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from koda.shared.bus import Bus
 from koda.shared.configfile import read_config_text
 from koda.shared.errors import ConfigError, KodaError
-from koda.shared.events import CancelRequested, RunRequested
+from koda.shared.events import CancelRequested, RunRequested, TaskPaused, TaskResumed, TaskToggled
 from koda.shared.home import HomeLayout
 from koda.shared.kv_record import KVRecords
 from koda.shared.lastgood import LastGood
@@ -94,7 +93,7 @@ async def set_enabled(bus: Bus, home: HomeLayout, task: str, enabled: bool, who:
     if changed:
         kind = "task.enabled" if enabled else "task.disabled"
         await bus.emit(bus.event(kind, f"{task} {'enabled' if enabled else 'disabled'} by {who}",
-                                 task=task, data={"by": who}))
+                                 task=task, data=TaskToggled(by=who)))
     return changed
 
 
@@ -105,14 +104,14 @@ async def pause(bus: Bus, home: HomeLayout, task: str, who: str, reason: str = "
 
 
 async def pause_task(bus: Bus, task: str, who: str, reason: str, *, text: str | None = None,
-                     data: dict[str, Any] | None = None) -> TaskPause:
+                     failures: int | None = None) -> TaskPause:
     """The one writer of `pause.<task>` (a person, the watchdog holding a task, the scheduler
     after N failures), with its `task.paused` event."""
     record = TaskPause(task=task, paused_by=who, reason=reason)
     await bus.kv["scheduler"].put(f"pause.{task}", record.to_bytes())
     await bus.emit(bus.event("task.paused", text or f"{task} paused: {reason}", task=task,
                              severity="warning" if who in ("scheduler", "watchdog") else "info",
-                             data={"paused_by": who, "reason": reason, **(data or {})}))
+                             data=TaskPaused(paused_by=who, reason=reason, failures=failures)))
     return record
 
 
@@ -122,7 +121,7 @@ async def resume(bus: Bus, task: str, who: str) -> bool:
         return False
     await bus.kv["scheduler"].delete(f"pause.{task}")
     await bus.emit(bus.event("task.resumed", f"{task} resumed by {who}", task=task,
-                             data={"resumed_by": who}))
+                             data=TaskResumed(resumed_by=who)))
     return True
 
 

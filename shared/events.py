@@ -11,9 +11,9 @@ consumer logs it and skips that event rather than crash or guess.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, ValidationError
 
 from .errors import KodaError
 from .messages import Event
@@ -177,3 +177,153 @@ class ScrapeDone(JobDone):
     refresh: bool = False
     screenshot: str | None = None
     duration_s: float | None = None
+
+
+#: An instant read as a datetime and written as `datetime.isoformat()` (`+00:00`), as the
+#: producers wrote it before they had a model, so readers that compare strings stay true.
+Instant = Annotated[datetime, PlainSerializer(lambda t: t.isoformat(), return_type=str,
+                                              when_used="json")]
+
+
+class IncidentFields(EventData):
+    """What the watchdog's incident report says (`incident.resolved`, and an `alert` with kind
+    `incident.<class>`). Its extra facts (services, self-heal, healthy_pid) pass through as they
+    are, None included."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    incident: str | None = None
+    failure: str | None = Field(default=None, alias="class")
+    reason: str | None = None
+    outcome: str | None = None
+    holds: bool | None = None
+    actions: list[str] | None = None
+    evidence: dict[str, Any] | None = None
+    time_to_detect_s: float | None = None
+    time_to_healthy_s: float | None = None
+
+    def dump(self) -> dict[str, Any]:
+        return {**self.model_dump(mode="json", exclude_none=True, by_alias=True),
+                **(self.model_extra or {})}
+
+
+class IncidentResolved(IncidentFields):
+    kinds: ClassVar[frozenset[str]] = frozenset({"incident.resolved"})
+
+
+class AlertEvent(IncidentFields):
+    """`alert`: something a person must see. `kind` names it (discord, sandbox_unavailable,
+    spend_forecast, rate_limit, resource.<cause>, incident.<class>); the rest is what that kind
+    knows."""
+
+    kinds: ClassVar[frozenset[str]] = frozenset({"alert"})
+    kind: str
+    source: str | None = Field(default=None, description="The part that raised it, when not "
+                               "the event's service.")
+    #: discord: which problem of the bot (login, channel, ...).
+    problem: str | None = None
+    #: resource.<cause>: the run's error and the home it could not write.
+    cause: str | None = None
+    error: str | None = None
+    home: str | None = None
+    #: rate_limit: when agent runs start again.
+    pause_until: Instant | None = None
+    #: spend_forecast: the month's forecast, its cap, what is spent, the costliest tasks.
+    forecast_usd: float | None = None
+    limit_usd: float | None = None
+    spent_usd: float | None = None
+    costliest: dict[str, float] | None = None
+    at: float | None = None
+
+
+class HealStep(EventData):
+    """`heal.step`: one thing the watchdog did (or refused) for an incident."""
+
+    kinds: ClassVar[frozenset[str]] = frozenset({"heal.step"})
+    incident: str
+    step: str
+
+
+class TaskToggled(EventData):
+    """`task.enabled` / `task.disabled`: a person changed `enabled` in tasks.json."""
+
+    kinds: ClassVar[frozenset[str]] = frozenset({"task.enabled", "task.disabled"})
+    by: str
+
+
+class TaskPaused(EventData):
+    """`task.paused`: by a person, the watchdog holding a task, or the scheduler after
+    `failures` failures in a row."""
+
+    kinds: ClassVar[frozenset[str]] = frozenset({"task.paused"})
+    paused_by: str
+    reason: str = ""
+    failures: int | None = None
+
+
+class TaskResumed(EventData):
+    kinds: ClassVar[frozenset[str]] = frozenset({"task.resumed"})
+    resumed_by: str
+
+
+class CatchUpDone(EventData):
+    """`scheduler.catch_up`: what was done with the fires missed in (since, until]."""
+
+    kinds: ClassVar[frozenset[str]] = frozenset({"scheduler.catch_up"})
+    policy: str
+    missed: int
+    run: list[Instant] = Field(default_factory=list)
+    dropped: int = 0
+    since: Instant
+    until: Instant
+    decisions: list[str] = Field(default_factory=list)
+    already_fired: int = 0
+
+
+class ConfigDetail(BaseModel):
+    file: str
+    line: int | None = None
+    field: str = ""
+    message: str
+
+
+class ConfigInvalid(EventData):
+    """`config.invalid`: a config file did not load; the service keeps its last good copy."""
+
+    kinds: ClassVar[frozenset[str]] = frozenset({"config.invalid"})
+    file: str
+    problems: list[str] = Field(default_factory=list, description="Each problem as text.")
+    details: list[ConfigDetail] = Field(default_factory=list)
+
+
+class AwaitingApproval(EventData):
+    """`run.awaiting_approval`: a gated call paused the run (services/worker/paused_runs.py)."""
+
+    kinds: ClassVar[frozenset[str]] = frozenset({"run.awaiting_approval"})
+    approval_id: str
+    action: str | None = None
+    tool: str | None = None
+    session_id: str | None = None
+    expires_at: Instant | None = None
+
+
+class NeedsHuman(EventData):
+    """`scrape.needs_human`: a site's login failed; its jobs fail fast until cleared."""
+
+    kinds: ClassVar[frozenset[str]] = frozenset({"scrape.needs_human"})
+    site: str
+    reason: str = ""
+    job_id: str | None = None
+    clear_with: str | None = None
+
+
+class AdmissionEvent(EventData):
+    """`run.admission`: the worker's decision before a model run (docs/quota.md)."""
+
+    kinds: ClassVar[frozenset[str]] = frozenset({"run.admission"})
+    decision: str
+    reason: str = ""
+    priority: str | None = None
+    trigger: str | None = None
+    wait_until: Instant | None = None
+    max_turns: int | None = None
+    model: str | None = None

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
 
-from koda.shared.events import BadEvent, Notify, RunEnded
+from koda.shared.events import AlertEvent, BadEvent, Notify, RunEnded
 from koda.shared.messages import ApprovalRecord, Event
 from koda.shared.secrets import Redactor
 
@@ -129,7 +129,12 @@ def chat_answer(event: Event, redact: Redactor) -> str:
 def alert_text(event: Event, redact: Redactor) -> str:
     """An `alert` or `incident.*` event for the alerts channel."""
     icon = SEVERITY_ICONS.get(event.severity, "")
-    kind = event.data.get("kind") or event.event
+    kind = event.event
+    if event.event in AlertEvent.kinds:
+        try:
+            kind = AlertEvent.of(event).kind
+        except BadEvent as exc:  # from another version: the alert still shows, by its event kind
+            log.warning("%s", exc)
     head = f"{icon} **{event.event}** ({kind})" + (f" task `{event.task}`" if event.task else "")
     return safe(f"{head}\n{event.summary}", redact)
 

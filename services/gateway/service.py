@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from koda.shared.events import AlertEvent
 from koda.shared.home import HomeLayout
 from koda.shared.service import Service
 from koda.shared.supervised import keep_running
@@ -118,7 +119,7 @@ class GatewayService(Service):
         if self._bus is None:
             return
         event = self.bus.event("alert", text, severity="error",
-                               data={"kind": "discord", "problem": key})
+                               data=AlertEvent(kind="discord", problem=key))
 
         async def emit() -> None:
             try:

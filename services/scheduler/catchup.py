@@ -6,9 +6,11 @@ event: how many fires were missed, which ones run now, how many are dropped, and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+
+from koda.shared.events import CatchUpDone
 
 from .schedule import ScheduledTask
 
@@ -38,15 +40,11 @@ class CatchUpPlan:
         }[self.policy]
         return f"{self.task}: {self.missed} fire(s) missed while the scheduler was down; {what}"
 
-    def event_data(self) -> dict[str, Any]:
-        return {
-            "policy": self.policy,
-            "missed": self.missed,
-            "run": [t.isoformat() for t in self.run],
-            "dropped": self.dropped,
-            "since": self.since.isoformat(),
-            "until": self.until.isoformat(),
-        }
+    def event_data(self, decisions: Sequence[str], already_fired: int) -> CatchUpDone:
+        """The `scheduler.catch_up` event's data, with what each fire in `run` became."""
+        return CatchUpDone(policy=self.policy, missed=self.missed, run=self.run,
+                           dropped=self.dropped, since=self.since, until=self.until,
+                           decisions=list(decisions), already_fired=already_fired)
 
 
 def plan_catch_up(sched: ScheduledTask, last_fire: datetime, now: datetime) -> CatchUpPlan | None:

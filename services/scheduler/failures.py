@@ -82,6 +82,6 @@ class FailureCounter:
         assert event.task is not None
         reason = f"{count} consecutive failed runs (last: {run.outcome}, {event.run_id})"
         log.warning("task paused", extra={"task": event.task, "reason": reason})
-        await pause_task(self.bus, event.task, "scheduler", reason, data={"failures": count},
+        await pause_task(self.bus, event.task, "scheduler", reason, failures=count,
                          text=f"{event.task} paused after {reason}; resume it with `koda resume "
                               f"{event.task}` (or the console, or Discord)")

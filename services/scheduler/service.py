@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from koda.shared.errors import ConfigError
+from koda.shared.events import ConfigDetail, ConfigInvalid
 from koda.shared.home import HomeLayout
 from koda.shared.kvwatch import KeyWatch
 from koda.shared.messages import SchedulerFire
@@ -188,7 +189,7 @@ class SchedulerService(Service):
         log.info(plan.describe())
         await self.bus.emit(self.bus.event(
             "scheduler.catch_up", plan.describe(), task=sched.id,
-            data={**plan.event_data(), "decisions": decisions, "already_fired": duplicates}))
+            data=plan.event_data(decisions, duplicates)))
 
     async def _fire_records(self) -> dict[str, SchedulerFire]:
         records: dict[str, SchedulerFire] = {}
@@ -246,9 +247,9 @@ class SchedulerService(Service):
         log.error("tasks.json is invalid; %s", keeping, extra={"problems": problems})
         await self.bus.emit(self.bus.event(
             "config.invalid", f"tasks.json: {len(problems)} problem(s); {keeping}", severity="error",
-            data={"file": str(self.watch.path), "problems": problems,
-                  "details": [{"file": str(p.file), "line": p.line, "field": p.field,
-                               "message": p.message} for p in exc.problems]}))
+            data=ConfigInvalid(file=str(self.watch.path), problems=problems,
+                               details=[ConfigDetail(file=str(p.file), line=p.line, field=p.field,
+                                                     message=p.message) for p in exc.problems])))
 
 
 SERVICE = SchedulerService

@@ -22,7 +22,7 @@ from prometheus_client import Counter, Gauge
 
 from koda.shared.bus import Delivery
 from koda.shared.errors import ConfigError
-from koda.shared.events import ScrapeDone
+from koda.shared.events import NeedsHuman, ScrapeDone
 from koda.shared.home import HomeLayout
 from koda.shared.messages import ScrapeRequest, ScrapeResult, SiteNeedsHuman
 from koda.shared.secrets import read_env_file, redactor_for_home
@@ -194,8 +194,8 @@ class ScraperService(Service):
                 f"{request.site}: the login failed and needs a person. {flag.reason}. "
                 f"Fix it, then run `koda site clear {request.site}`.",
                 severity="error",
-                data={"site": request.site, "reason": flag.reason, "job_id": request.job_id,
-                      "clear_with": f"koda site clear {request.site}"}))
+                data=NeedsHuman(site=request.site, reason=flag.reason, job_id=request.job_id,
+                                clear_with=f"koda site clear {request.site}")))
 
     def _failed(self, request: ScrapeRequest, error: str) -> ScrapeResult:
         return ScrapeResult(site=request.site, job_id=request.job_id, ok=False, error=error)

@@ -4,8 +4,10 @@ end (an `alert` when a person must act, else `incident.resolved`)."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from koda.shared.bus import Bus
+from koda.shared.events import AlertEvent, HealStep, IncidentResolved
 from koda.shared.secrets import Redactor
 
 from .incidents import Incident
@@ -25,7 +27,7 @@ class IncidentReports:
     async def step(self, incident: Incident, action: str) -> None:
         incident.act(action)
         await self.bus.emit(self.bus.event("heal.step", f"{incident.key}: {action}",
-                                           data={"incident": incident.key, "step": action}))
+                                           data=HealStep(incident=incident.key, step=action)))
 
     async def report(self, incident: Incident, holds: bool) -> None:
         """The one report of an incident: an alert if a person must act, else a resolution."""
@@ -33,8 +35,8 @@ class IncidentReports:
         what = {"healed": "healed", "failed": "did not hold", "escalated": "needs a person",
                 "recorded": "recorded"}.get(incident.outcome or "", incident.outcome or "")
         summary = f"{incident.key}: {incident.failure} ({incident.reason}); {what}"
-        data = {
-            "incident": incident.key, "class": incident.failure, "reason": incident.reason,
+        data: dict[str, Any] = {
+            "incident": incident.key, "failure": incident.failure, "reason": incident.reason,
             "outcome": incident.outcome, "holds": holds, "actions": incident.actions,
             "evidence": incident.evidence.as_data(self.redact) if incident.evidence else {},
             "time_to_detect_s": round(incident.time_to_detect, 3),
@@ -43,10 +45,11 @@ class IncidentReports:
             **incident.extra,
         }
         if incident.outcome in ("escalated", "failed"):
-            event = self.bus.event("alert", summary, severity="critical",
-                                   data={"kind": f"incident.{incident.failure}", **data})
+            event = self.bus.event("alert", summary, severity="critical", data=AlertEvent(
+                kind=f"incident.{incident.failure}", **data))
         else:
-            event = self.bus.event("incident.resolved", summary, severity="warning", data=data)
+            event = self.bus.event("incident.resolved", summary, severity="warning",
+                                   data=IncidentResolved(**data))
         await self.bus.emit(event)
         log.warning("incident reported", extra={"summary": summary})
         # A finished incident frees the service for the next one; an escalated one stays

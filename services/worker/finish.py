@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from koda.shared.bus import Bus
-from koda.shared.events import RunEnded
+from koda.shared.events import AlertEvent, RunEnded
 from koda.shared.home import HomeLayout
 from koda.shared.messages import RunRequest
 from koda.shared.run_record import RunRecord
@@ -109,8 +109,8 @@ class RunFinisher:
         await self.bus.emit(self.bus.event(
             "alert", f"Runs are failing: {cause.replace('_', ' ')} in {self.layout.root} "
             f"({record.error})"[:300], severity="critical", task=record.task, run_id=record.run_id,
-            data={"kind": f"resource.{cause}", "cause": cause, "error": record.error,
-                  "home": str(self.layout.root)}))
+            data=AlertEvent(kind=f"resource.{cause}", cause=cause, error=record.error,
+                            home=str(self.layout.root))))
 
     def prune_transcripts(self) -> None:
         """Drop transcripts older than the audit log keeps events (at most once an hour)."""

@@ -12,6 +12,7 @@ import logging
 
 from koda.shared.approvals import ApprovalStore
 from koda.shared.bus import Bus
+from koda.shared.events import AwaitingApproval
 from koda.shared.home import HomeLayout
 from koda.shared.messages import RunRequest
 from koda.shared.secrets import Redactor
@@ -84,6 +85,6 @@ class PausedRuns:
         await self.bus.emit(self.bus.event(
             "run.awaiting_approval", f"{task.id} waits for approval of {record.action}"[:300],
             task=task.id, run_id=claim.entry.run_id,
-            data={"approval_id": record.id, "action": record.action, "tool": record.tool,
-                  "session_id": outcome.session_id or record.session_id,
-                  "expires_at": record.expires_at.isoformat() if record.expires_at else None}))
+            data=AwaitingApproval(approval_id=record.id, action=record.action, tool=record.tool,
+                                  session_id=outcome.session_id or record.session_id,
+                                  expires_at=record.expires_at)))

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from koda.shared import cron
 from koda.shared.bus import Bus
+from koda.shared.events import AdmissionEvent, AlertEvent
 from koda.shared.home import HomeLayout
 from koda.shared.messages import AdmissionRecord, RunRequest
 from koda.shared.settings import KodaSettings
@@ -126,8 +127,8 @@ class Quota:
         await self.bus.emit(self.bus.event(
             "run.admission", f"{task.id}: {decision.decision} ({decision.reason})"[:300],
             task=task.id, run_id=request.run_id,
-            severity="info", data={"priority": task.priority, "trigger": request.trigger,
-                                   **decision.as_data()}))
+            severity="info", data=AdmissionEvent(priority=task.priority, trigger=request.trigger,
+                                            **decision.as_data())))  # type: ignore[arg-type]
         return decision
 
     # --- after a run -------------------------------------------------------------------------
@@ -166,8 +167,8 @@ class Quota:
             await self.bus.emit(self.bus.event(
                 "alert", f"Spend forecast ${forecast.total:.2f} passes the month's ${limit:.2f}: "
                 f"costliest {top}"[:300], severity="warning",
-                data={"kind": "spend_forecast", "forecast_usd": forecast.total, "limit_usd": limit,
-                      "spent_usd": forecast.spent, "costliest": dict(forecast.costliest()),
-                      "at": time.time()}))
+                data=AlertEvent(kind="spend_forecast", forecast_usd=forecast.total, limit_usd=limit,
+                                spent_usd=forecast.spent, costliest=dict(forecast.costliest()),
+                                at=time.time())))
         return forecast
 

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from koda.shared.bus import Bus
 from koda.shared.errors import RetryLater
-from koda.shared.events import RunRetrying
+from koda.shared.events import AlertEvent, RunRetrying
 from koda.shared.secrets import Redactor
 from koda.shared.settings import KodaSettings
 from koda.shared.tasks import Task
@@ -78,6 +78,6 @@ class Retries:
             await self.bus.emit(self.bus.event(
                 "alert", f"Rate limit hit: agent runs paused until {resume_at:%H:%M:%S} UTC",
                 severity="warning", task=task.id, run_id=claim.entry.run_id,
-                data={"kind": "rate_limit", "pause_until": resume_at.isoformat(), "reason": reason}))
+                data=AlertEvent(kind="rate_limit", pause_until=resume_at, reason=reason)))
         await self.ledger.update(claim, status="paused", error=reason)
         return RetryLater(max(0.0, until - now) + self.jitter(), reason)

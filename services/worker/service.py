@@ -21,7 +21,7 @@ from prometheus_client import Counter, Gauge
 
 from koda.shared.bus import Delivery
 from koda.shared.errors import NoReply, Permanent, RetryLater
-from koda.shared.events import BadEvent, CancelRequested, RunSkipped, RunStarted
+from koda.shared.events import AlertEvent, BadEvent, CancelRequested, RunSkipped, RunStarted
 from koda.shared.home import LEARNINGS_CAP, HomeLayout
 from koda.shared.messages import ActionRequest, ActionResult, Event, RunRequest
 from koda.shared.run_record import RunRecord
@@ -290,7 +290,7 @@ class WorkerService(Service):
         self.sandbox_alerted = True
         log.error("agent sandbox unavailable", extra={"reason": why})
         await self.bus.emit(self.bus.event("alert", f"Worker refuses agent runs: {why}"[:1000],
-                                           data={"source": "worker", "kind": "sandbox_unavailable"}))
+                                           data=AlertEvent(source="worker", kind="sandbox_unavailable")))
 
     async def _progress(self, delivery: Delivery[RunRequest]) -> None:
         """Tell JetStream the run is alive, well inside its ack deadline."""
