@@ -97,7 +97,8 @@ def test_a_service_that_dies_on_start_is_a_crash_loop_escalated_once(stack: Stac
         assert alerts[0].data["class"] in ("crash_loop", "config"), alerts[0].data
         stack.wait_for(lambda: stack.status()["scraper"]["state"] in ("STOPPED", "FATAL"), timeout=10)
     restarts = stack.status()["scraper"]["restarts"]
-    assert 3 <= restarts <= 4, restarts
+    # Stopped at once: after the crash-loop threshold (3), or earlier on its config exit.
+    assert (3 if alerts[0].data["class"] == "crash_loop" else 1) <= restarts <= 4, restarts
     assert len([r for r in reports(stack, "scraper") if r.event == "alert"]) == 1
     # The service says so in one line (shared/service.py: PortInUse), and the alert carries it.
     tail = alerts[0].data["evidence"]["log_tail"]
